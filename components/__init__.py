@@ -1,0 +1,1 @@
+"""Pipeline steps: plain Python, importable and testable without KFP or a cluster."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: storage (gs:// and local), logging, downloads, dataset manifests."""

@@ -1,0 +1,75 @@
+"""One structlog setup for every step.
+
+JSON lines when stdout is not a TTY (containers, KFP), readable console output on a TTY.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+
+
+def configure(level: str = "INFO", *, json: bool | None = None) -> None:
+    """Configure structlog (and the standard library root logger) once per process."""
+    if json is None:
+        json = not sys.stdout.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
+    numeric_level = logging.getLevelName(level.upper())
+    logging.basicConfig(level=numeric_level, stream=sys.stdout, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """Return a logger bound to a component name."""
+    return structlog.get_logger(component=name)
+
+
+class StepFigures(dict):
+    """Key figures a step adds while it runs; logged with the step's end event."""
+
+
+@contextlib.contextmanager
+def step(log: Any, name: str, **start_fields: Any) -> Iterator[StepFigures]:
+    """Log `step_start` and `step_end` (or `step_failed`) with duration and key figures.
+
+    Usage::
+
+        with step(log, "data_prep", source=uri) as figures:
+            ...
+            figures["images"] = 70000
+    """
+    figures = StepFigures()
+    log.info("step_start", step=name, **start_fields)
+    started = time.perf_counter()
+    try:
+        yield figures
+    except BaseException as error:
+        log.error(
+            "step_failed",
+            step=name,
+            duration_s=round(time.perf_counter() - started, 3),
+            error=f"{type(error).__name__}: {error}",
+            **figures,
+        )
+        raise
+    log.info("step_end", step=name, duration_s=round(time.perf_counter() - started, 3), **figures)

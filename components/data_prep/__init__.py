@@ -1,0 +1,1 @@
+"""Data prep: ingest and validate a source, write versioned TFRecord shards and a manifest."""

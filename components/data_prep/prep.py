@@ -1,0 +1,214 @@
+"""The data-prep step: source -> validated, versioned TFRecord shards plus a manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.common import storage
+from components.common.dataset import (
+    MANIFEST_NAME,
+    DataError,
+    Manifest,
+    Split,
+    dataset_uri,
+    load_manifest,
+)
+from components.common.digest import json_digest
+from components.common.logging import get_logger, step
+from components.data_prep import images as image_folder
+from components.data_prep.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, load_pair
+from components.data_prep.shards import balanced_subset, stratified_split, write_shards
+from components.data_prep.sources import ResolvedSource, resolve
+
+log = get_logger("data_prep")
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Data-prep settings. Those marked (versioned) change the dataset version."""
+
+    store: str = "store"  # gs://bucket/prefix or a local folder
+    source: str = "auto"  # folder, base URL, gs:// prefix or archive; auto: Debian files or URL
+    name: str = "fashion_mnist"  # dataset name: <store>/datasets/<name>/<version>/
+    val_fraction: float = 0.1  # (versioned) share of each train class held out for validation
+    seed: int = 42  # (versioned) seeds the subset and the hold-out
+    limit: int | None = None  # (versioned) at most this many images per source split
+    records_per_shard: int = 10_000  # (versioned) TFRecord records per shard
+    class_names: tuple[str, ...] | None = None  # (versioned) IDX class names; None: Fashion-MNIST
+    image_size: tuple[int, int] | None = None  # (versioned) resize image folders to (H, W)
+    max_image_pixels: int = 50_000_000  # larger images are refused as decompression bombs
+    work_dir: str | None = None  # scratch folder; None: a temporary one
+
+    def __post_init__(self) -> None:
+        """Validate at start-up."""
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be positive, got {self.limit}")
+        if self.records_per_shard < 1:
+            raise ValueError(f"records_per_shard must be positive, got {self.records_per_shard}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"dataset name must be a non-empty path segment, got {self.name!r}")
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+    def versioned_params(self) -> dict:
+        """The parameters that, with the source content, define the dataset version."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "limit": self.limit,
+            "records_per_shard": self.records_per_shard,
+            "class_names": list(self.class_names) if self.class_names else None,
+            "image_size": list(self.image_size) if self.image_size else None,
+        }
+
+
+@dataclass(frozen=True)
+class PrepResult:
+    """Where the dataset is, its manifest, and whether it was already there."""
+
+    uri: str
+    manifest: Manifest
+    cache_hit: bool
+
+
+def dataset_version(source_sha256: str, config: PrepConfig) -> str:
+    """The version: a hash of the source content plus the versioned prep parameters."""
+    return json_digest({"source": source_sha256, "params": config.versioned_params()})[:16]
+
+
+def _load(source: ResolvedSource, config: PrepConfig):
+    """Return class names and {split: (images, labels)} for the source splits train and test."""
+    if source.kind == "idx":
+        class_names = config.class_names or FASHION_MNIST_CLASSES
+        files = {key: source.local_dir / name for key, name in FASHION_MNIST_FILES.items()}
+        data = {
+            split: load_pair(
+                files[f"{split}_images"].read_bytes(),
+                files[f"{split}_labels"].read_bytes(),
+                str(files[f"{split}_images"]),
+                str(files[f"{split}_labels"]),
+                len(class_names),
+            )
+            for split in ("train", "test")
+        }
+        return tuple(class_names), data
+    root = image_folder.find_root(source.local_dir)
+    listing = {split: image_folder.list_split(root, split) for split in ("train", "test")}
+    if set(listing["train"]) != set(listing["test"]):
+        only_train = sorted(set(listing["train"]) - set(listing["test"]))
+        only_test = sorted(set(listing["test"]) - set(listing["train"]))
+        raise DataError(
+            f"{root}: train and test have different classes "
+            f"(only in train: {only_train}, only in test: {only_test})"
+        )
+    class_names = tuple(sorted(listing["train"]))
+    data = {
+        split: image_folder.load_split(
+            listing[split],
+            class_names,
+            max_pixels=config.max_image_pixels,
+            image_size=config.image_size,
+        )
+        for split in ("train", "test")
+    }
+    shapes = {split: images.shape[1:] for split, (images, _) in data.items()}
+    if shapes["train"] != shapes["test"]:
+        raise DataError(f"{root}: train images are {shapes['train']} but test are {shapes['test']}")
+    return class_names, data
+
+
+def _split_info(labels: np.ndarray, class_names: tuple[str, ...], shards) -> Split:
+    counts = np.bincount(labels, minlength=len(class_names))
+    return Split(
+        count=int(len(labels)),
+        per_class={name: int(n) for name, n in zip(class_names, counts, strict=True)},
+        shards=tuple(shards),
+    )
+
+
+def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) -> Manifest:
+    class_names, data = _load(source, config)
+    splits_arrays = {}
+    for split, (images, labels) in data.items():
+        keep = balanced_subset(labels, config.limit, config.seed)
+        data[split] = (images[keep], labels[keep])
+    images, labels = data["train"]
+    train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
+    splits_arrays["train"] = (images[train_idx], labels[train_idx])
+    splits_arrays["validation"] = (images[val_idx], labels[val_idx])
+    splits_arrays["test"] = data["test"]
+    splits = {}
+    for split, (split_images, split_labels) in splits_arrays.items():
+        shards = write_shards(split_images, split_labels, split, out, config.records_per_shard)
+        splits[split] = _split_info(split_labels, class_names, shards)
+    return Manifest(
+        name=config.name,
+        version=version,
+        class_names=class_names,
+        image_shape=tuple(int(d) for d in data["test"][0].shape[1:]),
+        splits=splits,
+        source={"description": source.description, "kind": source.kind, "sha256": source.sha256},
+        params=config.versioned_params(),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _publish(out: Path, manifest: Manifest, uri: str) -> bool:
+    """Upload shards, then the manifest, which must not exist yet. False if another run won."""
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            storage.upload_file(out / shard.file, storage.join(uri, shard.file))
+    try:
+        storage.write_text(
+            storage.join(uri, MANIFEST_NAME), manifest.to_json(), if_generation_match=0
+        )
+    except storage.PreconditionFailedError:
+        return False
+    return True
+
+
+def run(config: PrepConfig) -> PrepResult:
+    """Prepare the dataset; a re-run with the same source content and parameters is a no-op."""
+    with step(log, "data_prep", source=config.source, store=config.store) as figures:
+        with tempfile.TemporaryDirectory(prefix="data-prep-", dir=config.work_dir) as tmp:
+            work = Path(tmp)
+            source = resolve(config.source, work)
+            version = dataset_version(source.sha256, config)
+            uri = dataset_uri(config.store, config.name, version)
+            figures.update(version=version, uri=uri, source_kind=source.kind)
+            if storage.exists(storage.join(uri, MANIFEST_NAME)):
+                manifest = load_manifest(uri)
+                log.info("dataset_cache_hit", uri=uri, version=version)
+                figures.update(cache_hit=True, **_counts(manifest))
+                return PrepResult(uri, manifest, cache_hit=True)
+            out = work / "shards"
+            out.mkdir()
+            manifest = _build(source, config, version, out)
+            published = _publish(out, manifest, uri)
+        if not published:
+            # A concurrent run published the same version first; its shards equal ours.
+            log.info("dataset_published_concurrently", uri=uri, version=version)
+            manifest = load_manifest(uri)
+        figures.update(cache_hit=False, **_counts(manifest))
+        return PrepResult(uri, manifest, cache_hit=False)
+
+
+def _counts(manifest: Manifest) -> dict:
+    return {
+        **{f"{name}_images": split.count for name, split in manifest.splits.items()},
+        "classes": manifest.num_classes,
+        "image_shape": list(manifest.image_shape),
+    }
+
+
+def config_from(**overrides: object) -> PrepConfig:
+    """A config with the given fields replaced (unknown names are an error)."""
+    return dataclasses.replace(PrepConfig(), **overrides)

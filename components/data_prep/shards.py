@@ -1,0 +1,83 @@
+"""Subsetting, the stratified validation hold-out, and TFRecord shard writing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from components.common.dataset import IMAGE_KEY, LABEL_KEY, Shard
+from components.common.digest import file_digest
+
+
+def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of at most `limit` items, classes taken round-robin in a seeded order."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    # Rank each item within its class, then take the lowest ranks first: round-robin.
+    order = sorted(
+        ((rank, c, int(i)) for c, members in enumerate(per_class) for rank, i in enumerate(members))
+    )
+    return np.sort(np.asarray([i for _, _, i in order[:limit]], dtype=np.int64))
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train, validation), `fraction` of each class held out, seeded.
+
+    Both index arrays come back shuffled, so shards mix classes.
+    """
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        held = round(fraction * len(members))
+        validation.append(members[:held])
+        train.append(members[held:])
+    train_idx = rng.permutation(np.concatenate(train)) if train else np.array([], np.int64)
+    val_idx = rng.permutation(np.concatenate(validation)) if validation else np.array([], np.int64)
+    return train_idx, val_idx
+
+
+def shard_count(num_records: int, records_per_shard: int) -> int:
+    """How many shards a split of `num_records` needs (at least one)."""
+    return max(1, math.ceil(num_records / records_per_shard))
+
+
+def write_shards(
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: str,
+    out_dir: Path,
+    records_per_shard: int,
+) -> list[Shard]:
+    """Write a split as TFRecord shards of raw uint8 images; return their descriptions."""
+    import tensorflow as tf  # deferred: a cache hit never pays TensorFlow's import
+
+    total = shard_count(len(labels), records_per_shard)
+    shards = []
+    for index, start in enumerate(range(0, max(len(labels), 1), records_per_shard)):
+        name = f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+        path = out_dir / name
+        stop = min(start + records_per_shard, len(labels))
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for image, label in zip(images[start:stop], labels[start:stop], strict=True):
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            IMAGE_KEY: tf.train.Feature(
+                                bytes_list=tf.train.BytesList(value=[image.tobytes()])
+                            ),
+                            LABEL_KEY: tf.train.Feature(
+                                int64_list=tf.train.Int64List(value=[int(label)])
+                            ),
+                        }
+                    )
+                )
+                writer.write(example.SerializeToString())
+        shards.append(Shard(name, file_digest(path), stop - start, path.stat().st_size))
+    return shards

@@ -1,0 +1,152 @@
+"""Resolve a data source to local files: IDX files or an image-folder tree.
+
+A source is a base URL, a local folder, a `gs://` prefix, or a `.tar.gz`/`.tgz`/`.zip` archive
+(local, URL or `gs://`) of an image-folder tree. Archives are extracted only after every entry
+has been checked: no absolute paths, no `..`, no links, no devices.
+"""
+
+from __future__ import annotations
+
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from components.common import storage
+from components.common.dataset import DataError
+from components.common.digest import file_digest, json_digest
+from components.common.http import download
+from components.data_prep.idx import FASHION_MNIST_FILES
+
+OFFICIAL_FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source made local: what kind it is, where its files are, and its content hash."""
+
+    kind: str  # "idx" or "folder"
+    description: str  # the source as the user gave it (resolved from "auto")
+    local_dir: Path  # folder holding the IDX files or the image-folder tree
+    sha256: str  # hash of the source content
+
+
+def resolve_auto(source: str) -> str:
+    """`auto`: the local Debian Fashion-MNIST files when present, otherwise the official URL."""
+    if source != "auto":
+        return source
+    debian = Path(DEBIAN_FASHION_MNIST_DIR)
+    if all((debian / name).is_file() for name in FASHION_MNIST_FILES.values()):
+        return str(debian)
+    return OFFICIAL_FASHION_MNIST_URL
+
+
+def _is_archive(source: str) -> bool:
+    return source.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _fetch(uri: str, dest: Path) -> Path:
+    """Copy one file from a URL, gs:// or local path to `dest` (retried where remote)."""
+    if _is_url(uri):
+        return download(uri, dest)
+    try:
+        return storage.download_file(uri, dest)
+    except storage.NotFoundError:
+        raise DataError(f"{uri}: not found") from None
+
+
+def _hash_tree(root: Path) -> str:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return json_digest([[str(p.relative_to(root)), file_digest(p)] for p in files])
+
+
+def _idx_source(base: str, work: Path, description: str) -> ResolvedSource:
+    local = Path(base)
+    if not (_is_url(base) or storage.is_gcs(base)):
+        for name in FASHION_MNIST_FILES.values():
+            if not (local / name).is_file():
+                raise DataError(f"{local / name}: missing IDX file")
+    else:
+        local = work / "idx"
+        for name in FASHION_MNIST_FILES.values():
+            _fetch(storage.join(base, name), local / name)
+    hashes = {name: file_digest(local / name) for name in FASHION_MNIST_FILES.values()}
+    return ResolvedSource("idx", description, local, json_digest(hashes))
+
+
+def resolve(source: str, work: Path) -> ResolvedSource:
+    """Make `source` local under `work` and identify its kind."""
+    description = resolve_auto(source)
+    if _is_archive(description):
+        archive = Path(description)
+        if _is_url(description) or storage.is_gcs(description):
+            archive = _fetch(description, work / "download" / PurePosixPath(description).name)
+        elif not archive.is_file():
+            raise DataError(f"{archive}: archive not found")
+        tree = work / "tree"
+        extract_archive(archive, tree)
+        return ResolvedSource("folder", description, tree, file_digest(archive))
+    if _is_url(description):
+        return _idx_source(description, work, description)
+    if storage.is_gcs(description):
+        objects = storage.list_uris(description)
+        prefix = description.rstrip("/") + "/"
+        names = {uri[len(prefix) :] for uri in objects}
+        if set(FASHION_MNIST_FILES.values()) <= names:
+            return _idx_source(description, work, description)
+        if not any(name.startswith("train/") for name in names):
+            raise DataError(
+                f"{description}: neither IDX files ({', '.join(FASHION_MNIST_FILES.values())}) "
+                "nor a train/ folder"
+            )
+        tree = work / "tree"
+        for uri, name in zip(objects, sorted(names), strict=True):
+            _fetch(uri, tree / name)
+        return ResolvedSource("folder", description, tree, _hash_tree(tree))
+    folder = Path(description)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: source not found (not a folder, archive, URL or gs:// path)")
+    if all((folder / name).is_file() for name in FASHION_MNIST_FILES.values()):
+        return _idx_source(description, work, description)
+    return ResolvedSource("folder", description, folder, _hash_tree(folder))
+
+
+def _check_member(name: str, archive: Path) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or (path.parts and ":" in path.parts[0]):
+        raise DataError(f"{archive}: entry {name!r} has an absolute path")
+    if ".." in path.parts:
+        raise DataError(f"{archive}: entry {name!r} escapes the target folder")
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract a .tar.gz/.tgz/.zip after checking every entry; links and escapes are errors."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zipped:
+                for info in zipped.infolist():
+                    _check_member(info.filename, archive)
+                    mode = info.external_attr >> 16
+                    if stat.S_ISLNK(mode):
+                        raise DataError(f"{archive}: entry {info.filename!r} is a symbolic link")
+                zipped.extractall(dest)
+            return
+        with tarfile.open(archive, "r:gz") as tarred:
+            members = tarred.getmembers()
+            for member in members:
+                _check_member(member.name, archive)
+                if member.issym() or member.islnk():
+                    raise DataError(f"{archive}: entry {member.name!r} is a link")
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"{archive}: entry {member.name!r} is not a file or folder")
+            tarred.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DataError(f"{archive}: corrupt or unreadable archive ({error})") from None
