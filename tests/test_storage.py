@@ -31,7 +31,10 @@ def test_write_read_list_exists_delete(base: str, tmp_path: Path):
     local = tmp_path / "up.bin"
     local.write_bytes(b"\x00" * 1000 + b"end")
     storage.upload_file(local, storage.join(base, "c", "d.bin"))
-    assert storage.list_uris(base) == [storage.join(base, "a", "b.txt"), storage.join(base, "c", "d.bin")]
+    assert storage.list_uris(base) == [
+        storage.join(base, "a", "b.txt"),
+        storage.join(base, "c", "d.bin"),
+    ]
     copy = storage.download_file(storage.join(base, "c", "d.bin"), tmp_path / "down" / "d.bin")
     assert copy.read_bytes() == local.read_bytes()
     storage.delete(uri)
@@ -41,14 +44,14 @@ def test_write_read_list_exists_delete(base: str, tmp_path: Path):
 
 def test_read_missing_names_uri(base: str):
     uri = storage.join(base, "missing.json")
-    with pytest.raises(storage.NotFoundError, match="missing.json"):
+    with pytest.raises(storage.NotFoundError, match=r"missing\.json"):
         storage.read_bytes(uri)
 
 
 def test_local_write_leaves_no_temp_files(tmp_path: Path):
     uri = str(tmp_path / "x" / "y.json")
     storage.write_text(uri, "{}")
-    storage.write_text(uri, "{\"a\": 1}")
+    storage.write_text(uri, '{"a": 1}')
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.json"]
 
 

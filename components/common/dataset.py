@@ -111,7 +111,9 @@ class Manifest:
         except DataError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise DataError(f"{origin}: malformed manifest ({type(error).__name__}: {error})")
+            raise DataError(
+                f"{origin}: malformed manifest ({type(error).__name__}: {error})"
+            ) from None
         missing = [name for name in SPLITS if name not in manifest.splits]
         if missing:
             raise DataError(f"{origin}: manifest lacks splits {missing}")

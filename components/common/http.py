@@ -22,6 +22,8 @@ from components.common.logging import get_logger
 log = get_logger("http")
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Disk full, quota exceeded, file-size limit reached: the write cannot succeed by retrying.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class DownloadError(RuntimeError):
@@ -43,9 +45,19 @@ class RetryPolicy:
     read_timeout_s: float = 60.0  # longest silence while reading the body
 
 
+def _range_start(content_range: str) -> int | None:
+    """First byte offset of a `Content-Range: bytes START-END/SIZE` header, None if unreadable."""
+    unit, _, spec = content_range.strip().partition(" ")
+    start, _, _ = spec.partition("-")
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
 def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolicy) -> None:
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    # identity: the bytes on disk are the object's bytes, so a Range offset means the same thing.
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
     timeout = (policy.connect_timeout_s, policy.read_timeout_s)
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
@@ -62,6 +74,12 @@ def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolic
             raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
         resumed = response.status_code == 206
         if resumed:
+            start = _range_start(response.headers.get("Content-Range", ""))
+            if start != have:
+                part.unlink()
+                raise TransientDownloadError(
+                    f"{url}: asked for bytes from {have}, got range start {start}, restarting"
+                )
             log.info("download_resumed", url=url, offset=have)
         expected = response.headers.get("Content-Length")
         received = 0
@@ -77,8 +95,10 @@ def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolic
                 f"{url}: connection broken after {have + received} bytes ({error})"
             ) from error
         except OSError as error:
-            if error.errno == errno.ENOSPC:
-                raise DownloadError(f"{url}: disk full while writing {part}") from error
+            if error.errno in NO_SPACE_ERRNOS:
+                raise DownloadError(
+                    f"{url}: no space left while writing {part} ({error.strerror})"
+                ) from error
             raise DownloadError(f"{url}: cannot write {part}: {error.strerror}") from error
         if expected is not None and received < int(expected):
             raise TransientDownloadError(
@@ -90,7 +110,7 @@ def download(
     url: str,
     dest: str | Path,
     *,
-    policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, immutable
+    policy: RetryPolicy = RetryPolicy(),
     session: requests.Session | None = None,
 ) -> Path:
     """Download `url` to `dest` atomically: `dest` appears only once the body is complete."""
@@ -102,9 +122,7 @@ def download(
     session = session or requests.Session()
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientDownloadError),
-        wait=tenacity.wait_exponential_jitter(
-            initial=policy.initial_wait_s, max=policy.max_wait_s
-        ),
+        wait=tenacity.wait_exponential_jitter(initial=policy.initial_wait_s, max=policy.max_wait_s),
         stop=tenacity.stop_after_attempt(policy.attempts),
         before_sleep=lambda state: log.warning(
             "download_retry",

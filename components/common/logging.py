@@ -19,11 +19,9 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog (and the standard library root logger) once per process."""
     if json is None:
         json = not sys.stdout.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     numeric_level = logging.getLevelName(level.upper())
-    logging.basicConfig(level=numeric_level, stream=sys.stdout, format="%(message)s")
+    logging.basicConfig(level=numeric_level, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -34,7 +32,8 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # No fixed file: each logger writes to the sys.stdout of the moment.
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
 

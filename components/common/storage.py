@@ -215,7 +215,9 @@ def write_text(uri: str, text: str, **kwargs: int | None) -> None:
     write_bytes(uri, text.encode("utf-8"), **kwargs)
 
 
-def upload_file(local_path: str | Path, uri: str, *, if_generation_match: int | None = None) -> None:
+def upload_file(
+    local_path: str | Path, uri: str, *, if_generation_match: int | None = None
+) -> None:
     """Publish a local file at the URI atomically (GCS: one checksummed upload)."""
     local_path = Path(local_path)
     if is_gcs(uri):

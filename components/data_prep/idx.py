@@ -65,9 +65,7 @@ def parse_idx(data: bytes, name: str, expected_magic: int) -> np.ndarray:
         raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
     (magic,) = struct.unpack(">I", data[:4])
     if magic != expected_magic:
-        raise DataError(
-            f"{name}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x}"
-        )
+        raise DataError(f"{name}: wrong IDX magic 0x{magic:08x}, expected 0x{expected_magic:08x}")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:

@@ -20,6 +20,7 @@ from components.common.dataset import (
     load_manifest,
 )
 from components.common.digest import json_digest
+from components.common.http import RetryPolicy
 from components.common.logging import get_logger, step
 from components.data_prep import images as image_folder
 from components.data_prep.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, load_pair
@@ -44,6 +45,8 @@ class PrepConfig:
     image_size: tuple[int, int] | None = None  # (versioned) resize image folders to (H, W)
     max_image_pixels: int = 50_000_000  # larger images are refused as decompression bombs
     work_dir: str | None = None  # scratch folder; None: a temporary one
+    download_attempts: int = 6  # tries per remote file before the source counts as unreachable
+    download_initial_wait_s: float = 1.0  # first retry backoff; doubles per retry, with jitter
 
     def __post_init__(self) -> None:
         """Validate at start-up."""
@@ -128,7 +131,7 @@ def _load(source: ResolvedSource, config: PrepConfig):
 def _split_info(labels: np.ndarray, class_names: tuple[str, ...], shards) -> Split:
     counts = np.bincount(labels, minlength=len(class_names))
     return Split(
-        count=int(len(labels)),
+        count=len(labels),
         per_class={name: int(n) for name, n in zip(class_names, counts, strict=True)},
         shards=tuple(shards),
     )
@@ -180,7 +183,11 @@ def run(config: PrepConfig) -> PrepResult:
     with step(log, "data_prep", source=config.source, store=config.store) as figures:
         with tempfile.TemporaryDirectory(prefix="data-prep-", dir=config.work_dir) as tmp:
             work = Path(tmp)
-            source = resolve(config.source, work)
+            policy = RetryPolicy(
+                attempts=config.download_attempts,
+                initial_wait_s=config.download_initial_wait_s,
+            )
+            source = resolve(config.source, work, policy)
             version = dataset_version(source.sha256, config)
             uri = dataset_uri(config.store, config.name, version)
             figures.update(version=version, uri=uri, source_kind=source.kind)

@@ -29,17 +29,25 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (train, validation), `fraction` of each class held out, seeded.
 
-    Both index arrays come back shuffled, so shards mix classes.
+    The validation size is round(fraction * N); per-class quotas follow the largest-remainder
+    method, so classes stay in proportion even when they are small. Both index arrays come back
+    shuffled, so shards mix classes.
     """
     rng = np.random.default_rng(seed)
-    train, validation = [], []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        held = round(fraction * len(members))
-        validation.append(members[:held])
-        train.append(members[held:])
-    train_idx = rng.permutation(np.concatenate(train)) if train else np.array([], np.int64)
-    val_idx = rng.permutation(np.concatenate(validation)) if validation else np.array([], np.int64)
+    classes = np.unique(labels)
+    members = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    exact = np.asarray([fraction * len(m) for m in members])
+    quotas = np.floor(exact).astype(np.int64)
+    missing = round(fraction * len(labels)) - int(quotas.sum())
+    if missing > 0:
+        # Largest remainders first; ties broken in a seeded random order.
+        order = np.lexsort((rng.random(len(classes)), -(exact - quotas)))
+        quotas[order[:missing]] += 1
+    validation = [m[:q] for m, q in zip(members, quotas, strict=True)]
+    train = [m[q:] for m, q in zip(members, quotas, strict=True)]
+    empty = np.array([], np.int64)
+    train_idx = rng.permutation(np.concatenate(train)) if train else empty
+    val_idx = rng.permutation(np.concatenate(validation)) if validation else empty
     return train_idx, val_idx
 
 

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from components.common import storage
 from components.common.dataset import DataError
 from components.common.digest import file_digest, json_digest
-from components.common.http import download
+from components.common.http import RetryPolicy, download
 from components.data_prep.idx import FASHION_MNIST_FILES
 
 OFFICIAL_FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -52,10 +52,10 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def _fetch(uri: str, dest: Path) -> Path:
+def _fetch(uri: str, dest: Path, policy: RetryPolicy) -> Path:
     """Copy one file from a URL, gs:// or local path to `dest` (retried where remote)."""
     if _is_url(uri):
-        return download(uri, dest)
+        return download(uri, dest, policy=policy)
     try:
         return storage.download_file(uri, dest)
     except storage.NotFoundError:
@@ -67,7 +67,7 @@ def _hash_tree(root: Path) -> str:
     return json_digest([[str(p.relative_to(root)), file_digest(p)] for p in files])
 
 
-def _idx_source(base: str, work: Path, description: str) -> ResolvedSource:
+def _idx_source(base: str, work: Path, description: str, policy: RetryPolicy) -> ResolvedSource:
     local = Path(base)
     if not (_is_url(base) or storage.is_gcs(base)):
         for name in FASHION_MNIST_FILES.values():
@@ -76,31 +76,33 @@ def _idx_source(base: str, work: Path, description: str) -> ResolvedSource:
     else:
         local = work / "idx"
         for name in FASHION_MNIST_FILES.values():
-            _fetch(storage.join(base, name), local / name)
+            _fetch(storage.join(base, name), local / name, policy)
     hashes = {name: file_digest(local / name) for name in FASHION_MNIST_FILES.values()}
     return ResolvedSource("idx", description, local, json_digest(hashes))
 
 
-def resolve(source: str, work: Path) -> ResolvedSource:
-    """Make `source` local under `work` and identify its kind."""
+def resolve(source: str, work: Path, policy: RetryPolicy = RetryPolicy()) -> ResolvedSource:  # noqa: B008
+    """Make `source` local under `work` and identify its kind; downloads follow `policy`."""
     description = resolve_auto(source)
     if _is_archive(description):
         archive = Path(description)
         if _is_url(description) or storage.is_gcs(description):
-            archive = _fetch(description, work / "download" / PurePosixPath(description).name)
+            archive = _fetch(
+                description, work / "download" / PurePosixPath(description).name, policy
+            )
         elif not archive.is_file():
             raise DataError(f"{archive}: archive not found")
         tree = work / "tree"
         extract_archive(archive, tree)
         return ResolvedSource("folder", description, tree, file_digest(archive))
     if _is_url(description):
-        return _idx_source(description, work, description)
+        return _idx_source(description, work, description, policy)
     if storage.is_gcs(description):
         objects = storage.list_uris(description)
         prefix = description.rstrip("/") + "/"
         names = {uri[len(prefix) :] for uri in objects}
         if set(FASHION_MNIST_FILES.values()) <= names:
-            return _idx_source(description, work, description)
+            return _idx_source(description, work, description, policy)
         if not any(name.startswith("train/") for name in names):
             raise DataError(
                 f"{description}: neither IDX files ({', '.join(FASHION_MNIST_FILES.values())}) "
@@ -108,13 +110,13 @@ def resolve(source: str, work: Path) -> ResolvedSource:
             )
         tree = work / "tree"
         for uri, name in zip(objects, sorted(names), strict=True):
-            _fetch(uri, tree / name)
+            _fetch(uri, tree / name, policy)
         return ResolvedSource("folder", description, tree, _hash_tree(tree))
     folder = Path(description)
     if not folder.is_dir():
         raise DataError(f"{folder}: source not found (not a folder, archive, URL or gs:// path)")
-    if all((folder / name).is_file() for name in FASHION_MNIST_FILES.values()):
-        return _idx_source(description, work, description)
+    if any(folder.glob("*-idx[13]-ubyte.gz")):
+        return _idx_source(description, work, description, policy)
     return ResolvedSource("folder", description, folder, _hash_tree(folder))
 
 

@@ -1,0 +1,61 @@
+"""KFP component for data prep: source -> Dataset artifact (manifest) + content-addressed URI."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+DEFAULT_IMAGE = "transfer-learning-cpu:latest"
+
+
+def data_prep(
+    dataset: Output[Dataset],
+    store: str,
+    source: str = "auto",
+    dataset_name: str = "fashion_mnist",
+    limit: int = 0,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+) -> NamedTuple("DataPrepOutputs", [("dataset_uri", str), ("version", str)]):
+    """Prepare the dataset in the store; `limit` 0 keeps every image.
+
+    Outputs the dataset folder URI (its last segment is the content version) as a parameter, so
+    that downstream cache keys follow the data's content, and a Dataset artifact whose file is
+    the manifest and whose metadata carries the URI, version and counts for the KFP UI.
+    """
+    from collections import namedtuple
+
+    from components.common.logging import configure
+    from components.data_prep.prep import PrepConfig, run
+
+    configure()
+    result = run(
+        PrepConfig(
+            store=store,
+            source=source,
+            name=dataset_name,
+            limit=limit or None,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+    )
+    manifest = result.manifest
+    with open(dataset.path, "w") as handle:
+        handle.write(manifest.to_json())
+    dataset.metadata.update(
+        {
+            "uri": result.uri,
+            "version": manifest.version,
+            "cache_hit": result.cache_hit,
+            "classes": manifest.num_classes,
+            "image_shape": list(manifest.image_shape),
+            **{f"{name}_images": split.count for name, split in manifest.splits.items()},
+        }
+    )
+    outputs = namedtuple("DataPrepOutputs", ["dataset_uri", "version"])
+    return outputs(result.uri, manifest.version)
+
+
+def make(image: str = DEFAULT_IMAGE) -> dsl.base_component.BaseComponent:
+    """The component, built on `image` (the project image, which has this package installed)."""
+    return dsl.component(data_prep, base_image=image, install_kfp_package=False)
