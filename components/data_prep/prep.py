@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +168,14 @@ def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) 
 
 
 def _publish(out: Path, manifest: Manifest, uri: str) -> bool:
-    """Upload shards, then the manifest, which must not exist yet. False if another run won."""
+    """Publish shards, then the manifest, which must not exist yet. False if another run won.
+
+    GCS: each shard is one atomic upload and the manifest is created last with a
+    does-not-exist precondition, so a reader never trusts a dataset without its manifest.
+    Local disk: everything goes into a staging folder that is renamed into place in one step.
+    """
+    if not storage.is_gcs(uri):
+        return _publish_local(out, manifest, Path(uri))
     for split in manifest.splits.values():
         for shard in split.shards:
             storage.upload_file(out / shard.file, storage.join(uri, shard.file))
@@ -175,6 +185,34 @@ def _publish(out: Path, manifest: Manifest, uri: str) -> bool:
         )
     except storage.PreconditionFailedError:
         return False
+    return True
+
+
+def _publish_local(out: Path, manifest: Manifest, target: Path) -> bool:
+    staging = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        for split in manifest.splits.values():
+            for shard in split.shards:
+                shutil.copyfile(out / shard.file, staging / shard.file)
+        (staging / MANIFEST_NAME).write_text(manifest.to_json())
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        try:
+            os.rename(staging, target)  # atomic; refuses a non-empty target
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+    except OSError as error:
+        raise storage.StorageError(
+            f"publishing {target}: {error.strerror or error} ({error.filename or target})"
+        ) from error
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 

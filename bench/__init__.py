@@ -1,0 +1,1 @@
+"""Benchmarks: printed tables, ratios measured side by side in one run."""
