@@ -16,11 +16,13 @@ from pathlib import Path
 
 import requests
 import tenacity
+import urllib3
 
 from components.common.logging import get_logger
 
 log = get_logger("http")
 
+CHUNK_BYTES = 1 << 20  # largest piece read from the socket at once
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Disk full, quota exceeded, file-size limit reached: the write cannot succeed by retrying.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -85,12 +87,21 @@ def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolic
         received = 0
         try:
             with open(part, "ab" if resumed else "wb") as handle:
-                for chunk in response.iter_content(chunk_size=1 << 20):
+                # read1 hands over whatever has arrived, so the bytes received before a broken
+                # connection reach the disk and the next attempt resumes after them
+                # (iter_content would drop a partly filled chunk).
+                while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
                     handle.write(chunk)
                     received += len(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.SSLError,
+        ) as error:
             raise TransientDownloadError(
                 f"{url}: connection broken after {have + received} bytes ({error})"
             ) from error

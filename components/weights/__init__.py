@@ -1,0 +1,1 @@
+"""Download, verify and cache pretrained backbone weights."""
