@@ -78,3 +78,14 @@ def test_gcs_generation_changes(gcs_bucket: str):
     first = storage.generation(uri)
     storage.write_text(uri, "b")
     assert storage.generation(uri) not in (0, first)
+
+
+def test_local_files_get_umask_modes_not_private_temp_modes(tmp_path: Path, idx_source: Path):
+    from components.data_prep.prep import PrepConfig, run
+
+    uri = str(tmp_path / "shared" / "x.json")
+    storage.write_text(uri, "{}")
+    assert Path(uri).stat().st_mode & 0o777 == storage.file_mode()
+    result = run(PrepConfig(store=str(tmp_path / "store"), source=str(idx_source)))
+    assert Path(result.uri).stat().st_mode & 0o777 == storage.dir_mode()
+    assert (Path(result.uri) / "manifest.json").stat().st_mode & 0o777 == storage.file_mode()

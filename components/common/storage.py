@@ -134,10 +134,28 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain `open()` would give a new file (temporary files start as 0600)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a plain `mkdir()` would give a new folder."""
+    return 0o777 & ~_umask()
+
+
 def _local_atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, file_mode())
     except OSError as error:
         raise StorageError(f"writing {path}: {error.strerror or error}") from error
     try:

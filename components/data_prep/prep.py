@@ -193,9 +193,10 @@ def _publish_local(out: Path, manifest: Manifest, target: Path) -> bool:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        staging.chmod(storage.dir_mode())  # mkdtemp makes it private
         for split in manifest.splits.values():
             for shard in split.shards:
-                shutil.copyfile(out / shard.file, staging / shard.file)
+                shutil.copyfile(out / shard.file, staging / shard.file)  # plain umask modes
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         for path in staging.iterdir():
             with open(path, "rb") as handle:

@@ -1,0 +1,1 @@
+"""The compare step: plots, an HTML/Markdown report, comparison metrics and the champion gate."""

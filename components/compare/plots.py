@@ -1,0 +1,190 @@
+"""The comparison figures, drawn with matplotlib's Agg backend and returned as PNG bytes.
+
+Figures are built on `matplotlib.figure.Figure` (no pyplot global state), so they are safe to draw
+in any thread and never open a window.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from components.compare.inputs import Misclassified, RunOutputs
+
+DPI = 100
+COLOURS = {"cnn": "#1f77b4", "transfer": "#d62728"}
+GRID_COLUMNS = 6
+GRID_MAX = 36
+
+
+def to_png(figure: Figure) -> bytes:
+    """Render a figure to PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _fine_tune_start(run: RunOutputs) -> int | None:
+    history = run.history
+    for epoch, phase in zip(history.epoch, history.phase, strict=True):
+        if phase == "fine_tune":
+            return epoch
+    return None
+
+
+def _curves(ax, run: RunOutputs, metric: str, *, label_model: bool, colour: str | None) -> None:
+    history = run.history
+    prefix = f"{run.display_name} " if label_model else ""
+    ax.plot(history.epoch, history.get(metric), "o-", color=colour, label=f"{prefix}train")
+    ax.plot(history.epoch, history.get(f"val_{metric}"), "s--", color=colour, label=f"{prefix}val")
+    start = _fine_tune_start(run)
+    if start is not None:
+        label = None if label_model else "fine-tuning starts"
+        ax.axvline(start - 0.5, color=colour or "grey", linestyle=":", linewidth=1, label=label)
+
+
+def learning_curves(cnn: RunOutputs, transfer: RunOutputs, metric: str) -> bytes:
+    """Train and validation `metric` per epoch: each model alone, then both overlaid.
+
+    Histories of different lengths are plotted as they are; a dotted line marks where a
+    fine-tuning phase starts.
+    """
+    figure = Figure(layout="constrained", figsize=(15, 4.2))
+    axes = figure.subplots(1, 3, sharey=True)
+    for ax, run in zip(axes[:2], (cnn, transfer), strict=True):
+        _curves(ax, run, metric, label_model=False, colour=None)
+        ax.set_title(run.display_name)
+    for run in (cnn, transfer):
+        _curves(axes[2], run, metric, label_model=True, colour=COLOURS[run.role])
+    axes[2].set_title("Both models, shared axes")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].set_ylabel(metric)
+    figure.suptitle(f"Training and validation {metric}")
+    return to_png(figure)
+
+
+def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
+    """Both confusion matrices, each row normalised to sum to 1 (rows: true class)."""
+    names = cnn.class_names
+    size = max(4.5, 0.55 * len(names) + 2)
+    figure = Figure(layout="constrained", figsize=(2 * size + 1, size))
+    axes = figure.subplots(1, 2)
+    image = None
+    for ax, run in zip(axes, (cnn, transfer), strict=True):
+        ax.set_title(run.display_name)
+        if run.confusion is None:
+            ax.text(0.5, 0.5, "no confusion matrix", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        rows = run.confusion.sum(axis=1, keepdims=True).astype(float)
+        normalised = np.divide(
+            run.confusion, rows, out=np.zeros(run.confusion.shape), where=rows > 0
+        )
+        image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        ticks = np.arange(len(names))
+        ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, names, fontsize=8)
+        ax.set_xlabel("predicted")
+        if len(names) <= 20:
+            for (row, col), value in np.ndenumerate(normalised):
+                if value < 0.005:  # leave empty cells empty
+                    continue
+                colour = "white" if value > 0.5 else "black"
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, c=colour)
+    axes[0].set_ylabel("true class")
+    if image is not None:
+        figure.colorbar(image, ax=list(axes), shrink=0.8, label="share of the true class")
+    figure.suptitle("Confusion matrices, normalised by row")
+    return to_png(figure)
+
+
+def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
+    """Grouped bars: each class's test accuracy for both models."""
+    names = cnn.class_names
+    figure = Figure(layout="constrained", figsize=(max(8.0, 0.9 * len(names) + 2), 4.5))
+    ax = figure.subplots()
+    positions = np.arange(len(names))
+    width = 0.4
+    for offset, run in ((-width / 2, cnn), (width / 2, transfer)):
+        values = run.per_class_accuracy()
+        if values is None:
+            values = np.full(len(names), np.nan)
+        bars = ax.bar(positions + offset, np.nan_to_num(values), width, color=COLOURS[run.role])
+        bars.set_label(run.display_name)
+        for bar, value in zip(bars, values, strict=True):
+            text = "n/a" if math.isnan(value) else f"{value:.2f}"
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(positions, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("test accuracy (recall)")
+    ax.set_title("Per-class test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    return to_png(figure)
+
+
+def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
+    """A grid of test images the model got wrong, titled with true and predicted labels."""
+    count = min(len(wrong.images), GRID_MAX)
+    columns = min(GRID_COLUMNS, max(count, 1))
+    rows = max(1, math.ceil(count / columns))
+    figure = Figure(layout="constrained", figsize=(columns * 1.9, rows * 2.1))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    names = run.class_names
+    for index, ax in enumerate(axes):
+        ax.set_axis_off()
+        if index >= count:
+            continue
+        image = wrong.images[index]
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
+        true, predicted = names[wrong.labels[index]], names[wrong.predictions[index]]
+        confidence = float(wrong.confidence[index])
+        ax.set_title(f"true: {true}\npred: {predicted} ({confidence:.2f})", fontsize=7, color="C3")
+    if count == 0:
+        axes[0].text(0.5, 0.5, "no wrong predictions", ha="center", va="center")
+    figure.suptitle(f"{run.display_name}: wrong test predictions ({count} shown)")
+    return to_png(figure)
+
+
+def all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, bytes]]:
+    """Every figure: {file name: (caption, PNG bytes)}, in report order."""
+    figures = {
+        "accuracy.png": (
+            "Training and validation accuracy",
+            learning_curves(cnn, transfer, "accuracy"),
+        ),
+        "loss.png": ("Training and validation loss", learning_curves(cnn, transfer, "loss")),
+        "confusion.png": ("Normalised confusion matrices", confusion_matrices(cnn, transfer)),
+        "per_class.png": ("Per-class test accuracy", per_class_accuracy(cnn, transfer)),
+    }
+    for run in (cnn, transfer):
+        if run.misclassified is not None:
+            caption = f"Test images {run.display_name} got wrong"
+            figures[f"misclassified_{run.role}.png"] = (
+                caption,
+                misclassified_grid(run, run.misclassified),
+            )
+    return figures
