@@ -1,0 +1,87 @@
+"""`make bench`: every benchmark side by side in one run, on the machine at hand.
+
+Writes `bench/results/<machine>.json` and regenerates `docs/BENCHMARKS.md` from every results
+file. `--quick` runs small versions (about 5 minutes on 2 cores); its figures prove the
+benchmarks run, they are not the experiment's.
+
+Run: python -m bench [--quick] [--only data,training,accuracy,transfer,memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from pathlib import Path
+
+from bench import bench_accuracy, bench_data, bench_memory, bench_training, bench_transfer
+from bench.machine import machine_info
+from bench.report import write_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTIONS = {
+    "data": bench_data.main,
+    "training": bench_training.main,
+    "accuracy": bench_accuracy.main,
+    "transfer": bench_transfer.main,
+    "memory": bench_memory.main,
+}
+
+
+def machine_slug(machine: dict) -> str:
+    """A file name for the machine: CPU model, cores and GPU."""
+    name = f"{machine['cpu']}-{machine['cores']}c" + (
+        f"-{machine['gpus'][0]}" if machine["gpus"] else ""
+    )
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small versions (~5 min)")
+    parser.add_argument("--source", default="auto", help="data source (default: Fashion-MNIST)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--results-dir", default=str(RESULTS))
+    parser.add_argument("--report", default=None, help="Markdown report to regenerate")
+    parser.add_argument(
+        "--budget-s", default=None, help="time-to-accuracy budget per contender (seconds)"
+    )
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {sorted(SECTIONS)}")
+    machine = machine_info()
+    command = "make bench" + (" QUICK=1" if args.quick else "")
+    results = {
+        "machine": machine,
+        "quick": args.quick,
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "sections": {},
+    }
+    for name in wanted:
+        print(f"== {name} ==", flush=True)
+        section_argv = ["--source", args.source] + (["--quick"] if args.quick else [])
+        if name == "accuracy" and args.budget_s:
+            section_argv += ["--budget-s", args.budget_s]
+        outcome = SECTIONS[name](section_argv)
+        outcome.pop("machine", None)
+        results["sections"][name] = outcome
+    folder = Path(args.results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    path = folder / f"{machine_slug(machine)}{suffix}.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"results: {path}")
+    if args.report or not args.quick:
+        report = Path(args.report) if args.report else Path("docs/BENCHMARKS.md")
+        write_report(folder, report)
+        print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Benchmark: wall time to reach a test accuracy, ours against the blog's procedure.
+
+Both train the same seed CNN and are evaluated on the same held-out test split after every
+epoch; the clock stops at the first epoch whose test accuracy reaches the target, or when the
+time budget runs out (then the best accuracy so far is reported). Ours: the project's tf.data
+input and default recipe at its default input size. The blog's: `ImageDataGenerator` from PNG
+folders at 150x150, RMSprop, one generator for train and test.
+
+Run: python -m bench.bench_accuracy [--quick] [--target 0.90] [--budget-s 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from bench.bench_data import write_png_folders
+from bench.bench_training import BLOG_BATCH, BLOG_SIZE, WORK, blog_model, prepare
+from bench.machine import machine_info, print_table
+
+
+class TimeToAccuracy(keras.callbacks.Callback):
+    """Evaluate on the test set after each epoch; stop at the target or past the budget."""
+
+    def __init__(self, evaluate, target: float, budget_s: float):
+        super().__init__()
+        self.evaluate, self.target, self.budget_s = evaluate, target, budget_s
+        self.started = time.perf_counter()
+        self.reached_s: float | None = None
+        self.best = 0.0
+        self.epochs = 0
+        self.training_s = 0.0  # wall time minus the evaluations
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.training_s += time.perf_counter() - self._epoch_start
+        self.epochs = epoch + 1
+        accuracy = float(self.evaluate(self.model))
+        self.best = max(self.best, accuracy)
+        if accuracy >= self.target and self.reached_s is None:
+            self.reached_s = self.training_s
+            self.model.stop_training = True
+        elif self.training_s > self.budget_s:
+            self.model.stop_training = True
+
+
+def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+    """The project's input pipeline, model and default recipe."""
+    from components.common.dataset import load_manifest
+    from components.training import data
+    from components.training.config import TrainConfig
+    from components.training.models import MODELS, build_seed_cnn
+
+    config = TrainConfig(dataset_uri=dataset, model="seed_cnn")
+    manifest = load_manifest(dataset)
+    model = build_seed_cnn(
+        manifest.image_shape,
+        manifest.num_classes,
+        config.input_size or MODELS["seed_cnn"].default_input_size,
+        config.augmentation,
+        config.seed,
+    )
+    model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
+    splits = data.load_splits(dataset, manifest, WORK / "cache")
+    train = data.batched(
+        splits["train"],
+        config.batch_size,
+        training=True,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+    )
+    test = data.batched(splits["test"], 512, training=False, seed=0, shuffle_buffer=1)
+    labels = np.concatenate([y.numpy() for _, y in test])
+
+    def evaluate(trained) -> float:
+        return float(np.mean(np.argmax(trained.predict(test, verbose=0), axis=1) == labels))
+
+    clock = TimeToAccuracy(evaluate, target, budget_s)
+    model.fit(train, epochs=1000, callbacks=[clock], verbose=0)
+    return clock
+
+
+def blog(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+    """The blog's procedure, ImageDataGenerator at 150x150 from PNG folders."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    root = WORK / "png"
+    for split in ("train", "test"):
+        if not (root / split).exists():
+            write_png_folders(dataset, split, root / split)
+    flow = ImageDataGenerator(rescale=1.0 / 255).flow_from_directory
+    train = flow(str(root / "train"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=BLOG_BATCH,
+                 class_mode="sparse")  # fmt: skip
+    test = flow(str(root / "test"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=200,
+                class_mode="sparse", shuffle=False)  # fmt: skip
+    model = blog_model(train.num_classes)
+    model.compile(keras.optimizers.RMSprop(1e-3), "sparse_categorical_crossentropy")
+
+    def evaluate(trained) -> float:
+        predictions = np.argmax(trained.predict(test, verbose=0), axis=1)
+        return float(np.mean(predictions == test.classes))
+
+    clock = TimeToAccuracy(evaluate, target, budget_s)
+    # The blog's schedule unit: epochs of 100 steps of 20 images.
+    model.fit(train, steps_per_epoch=100, epochs=100_000, callbacks=[clock], verbose=0)
+    return clock
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small subset, short budget")
+    parser.add_argument("--source", default="auto")
+    parser.add_argument("--target", type=float, default=0.90)
+    parser.add_argument("--budget-s", type=float, default=None, help="per contender")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    from components.common.logging import configure
+
+    configure("WARNING")
+    budget = args.budget_s or (60.0 if args.quick else 900.0)
+    dataset = prepare(args.source, 1000 if args.quick else None)
+    rows, results = [], {"machine": machine_info(), "target": args.target, "budget_s": budget}
+    for name, contender in (("ours", ours), ("blog", blog)):
+        clock = contender(dataset, args.target, budget)
+        results[name] = {
+            "reached_s": None if clock.reached_s is None else round(clock.reached_s, 1),
+            "best_test_accuracy": round(clock.best, 4),
+            "epochs": clock.epochs,
+        }
+        reached = "not reached" if clock.reached_s is None else f"{clock.reached_s:.1f}"
+        rows.append([name, reached, round(clock.best, 4), clock.epochs])
+    print_table(
+        f"Training wall time to {args.target:.2f} test accuracy (budget {budget:.0f} s each)",
+        ["procedure", "seconds", "best test accuracy", "epochs"],
+        rows,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Benchmark: peak resident memory (RSS) of the steps that bench_training does not run.
+
+Each step runs as its own process on real Fashion-MNIST; the peak RSS comes from the kernel's
+accounting of that child (`wait4`). The training steps' figures come from bench_training.
+
+Run: python -m bench.bench_memory [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.bench_training import REPO, WORK
+from bench.machine import machine_info, print_table
+
+STORE = WORK / "memory-store"
+
+
+def peak_rss_gib(command: list[str]) -> float:
+    """Run a command to completion; its peak RSS in GiB. A failure stops the benchmark."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed with status {status}")
+    return usage.ru_maxrss / 2**20  # KiB -> GiB
+
+
+def weights_file() -> tuple[Path, str]:
+    """A randomly initialised InceptionV3 no-top weights file (the real one is not reachable)."""
+    import keras
+
+    from components.common.digest import file_digest
+
+    path = WORK / "random_inception_v3_notop.weights.h5"
+    if not path.exists():
+        keras.applications.InceptionV3(include_top=False, weights=None).save_weights(path)
+    return path, file_digest(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 2,000-image subset")
+    parser.add_argument("--source", default="auto")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    shutil.rmtree(STORE, ignore_errors=True)
+    python = [sys.executable, "-m"]
+    limit = ["--limit", "2000"] if args.quick else []
+    results = {"machine": machine_info()}
+    results["data_prep_peak_rss_gib"] = peak_rss_gib(
+        [*python, "components.data_prep", "--store", str(STORE), "--source", args.source, *limit]
+    )
+    path, sha256 = weights_file()
+    results["weights_peak_rss_gib"] = peak_rss_gib(
+        [*python, "components.weights", "--store", str(STORE), "--url", str(path),
+         "--sha256", sha256, "--no-keras-cache"]
+    )  # fmt: skip
+    runs = WORK / "runs"
+    if (runs / "cnn" / "metrics.json").exists() and (runs / "transfer" / "metrics.json").exists():
+        results["compare_peak_rss_gib"] = peak_rss_gib(
+            [*python, "components.compare", "--cnn-dir", str(runs / "cnn"),
+             "--transfer-dir", str(runs / "transfer"), "--output-dir", str(WORK / "compare"),
+             "--store", str(STORE)]
+        )  # fmt: skip
+    results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+    rows = [[key.removesuffix("_peak_rss_gib"), value] for key, value in results.items()
+            if key.endswith("_peak_rss_gib")]  # fmt: skip
+    print_table("Peak RSS per step (GiB; training steps: see training)", ["step", "GiB"], rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Render `docs/BENCHMARKS.md` from every results file in `bench/results/`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import statistics
+from pathlib import Path
+
+FMNIST_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
+BLOG = {"CNN from scratch (blog)": 0.70, "InceptionV3 transfer, pretrained (blog)": 0.80}
+
+
+def published_baselines() -> list[tuple[str, float]]:
+    """Fashion-MNIST's submitted-benchmarks table (classifier, test accuracy), from the README
+    the Debian package ships. Its benchmark/baselines.json holds only scikit-learn parameter
+    grids, no accuracies."""
+    if not FMNIST_README.exists():
+        return []
+    rows = []
+    for line in gzip.decompress(FMNIST_README.read_bytes()).decode("utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"0\.\d+", cells[2]):
+            rows.append((cells[0], float(cells[2])))
+    return rows
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def goal(value: float | None, target: float, above: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= target if above else value < target
+    return "met" if met else "**missed**"
+
+
+def machine_section(result: dict) -> str:
+    machine = result["machine"]
+    gpus = ", ".join(machine["gpus"]) or "none"
+    return table(
+        ["CPU", "cores", "memory (GiB)", "GPU", "TensorFlow", "Python", "date", "command"],
+        [[machine["cpu"], machine["cores"], machine["memory_gib"], gpus, machine["tensorflow"],
+          machine["python"], result["date"], f"`{result['command']}`"]],
+    )  # fmt: skip
+
+
+def render_result(result: dict) -> str:
+    s = result["sections"]
+    out = [machine_section(result)]
+    if "data" in s:
+        d = s["data"]
+        out.append("\n**Input pipeline** (same test-split images; batch 128)\n\n")
+        out.append(table(["reader", "images/s", "x blog generator", "goal"], [
+            ["data prep: IDX to verified shards, all splits", d["prep_images_per_s"], "", ""],
+            ["tf.data shards, first epoch (native uint8; resizing is in the model)",
+             d["tfdata_native_images_per_s"], d["ratio_native_vs_generator"],
+             f">= 20x: {goal(d['ratio_native_vs_generator'], 20)}"],
+            ["tf.data shards, later epochs (cached, as in training)",
+             d["tfdata_cached_images_per_s"], d["ratio_cached_vs_generator"], ""],
+            ["tf.data shards + resize to 150x150 on the CPU",
+             d["tfdata_resized_150_images_per_s"], d["ratio_resized_vs_generator"], ""],
+            ["blog: ImageDataGenerator.flow_from_directory, PNG, 150x150",
+             d["generator_150_images_per_s"], 1.0, ""],
+        ]))  # fmt: skip
+    if "training" in s:
+        t = s["training"]
+        out.append("\n**Training**\n\n")
+        out.append(table(["measure", "ours", "baseline", "ratio / value", "goal"], [
+            [f"seed_cnn training images/s (ours {t['cnn_input_size']}px tf.data; blog "
+             "ImageDataGenerator PNG 150px)", t["cnn_images_per_s"], t["blog_images_per_s"],
+             f"{t['cnn_vs_blog']}x", f">= 3x: {goal(t['cnn_vs_blog'], 3)}"],
+            [f"seed_cnn test accuracy, default recipe, {t['cnn_epochs_run']} epochs",
+             t["cnn_test_accuracy"], "", "", f">= 0.92: {goal(t['cnn_test_accuracy'], 0.92)}"],
+            [f"head epoch seconds on {t['images']} images at 150px (cached features vs "
+             "through the frozen backbone)", t["features_epoch_seconds"],
+             t["backbone_epoch_seconds"], f"{t['features_vs_backbone']}x",
+             f">= 20x: {goal(t['features_vs_backbone'], 20)}"],
+        ]))  # fmt: skip
+    if "accuracy" in s:
+        a = s["accuracy"]
+        out.append(f"\n**Wall time to {a['target']:.2f} test accuracy** (training time, "
+                   f"evaluations excluded; budget {a['budget_s']:.0f} s each)\n\n")  # fmt: skip
+        out.append(table(["procedure", "seconds", "best test accuracy", "epochs"], [
+            [name, a[key]["reached_s"] or f"not reached in {a['budget_s']:.0f} s",
+             a[key]["best_test_accuracy"], a[key]["epochs"]]
+            for key, name in (("ours", "ours (tf.data, default recipe)"),
+                              ("blog", "blog (ImageDataGenerator 150px, RMSprop)"))
+        ]))  # fmt: skip
+    if "transfer" in s:
+        x = s["transfer"]
+        header = ["phase (InceptionV3 to mixed7, 150px)", "images/s fp32"]
+        fast = x.get("mixed_precision_xla")
+        if fast:
+            header += ["images/s mixed precision + XLA"]
+        rows = []
+        for key, label in (("forward", "frozen backbone forward (feature extraction)"),
+                           ("head", "head training through the frozen backbone"),
+                           ("fine_tune", "fine-tune phase (unfrozen from mixed5)")):  # fmt: skip
+            rows.append([label, x["plain"][key]] + ([fast[key]] if fast else []))
+        out.append(f"\n**Transfer throughput** (batch {x['batch']})\n\n" + table(header, rows))
+        out.append(
+            f"\nAt the best measured forward rate, feature extraction for all 70,000 images "
+            f"takes {x['implied_extract_all_seconds']} s.\n"
+        )
+    memory = []
+    if "training" in s:
+        memory += [["train_cnn", s["training"]["cnn_peak_rss_gib"]],
+                   ["train_transfer", s["training"]["transfer_peak_rss_gib"]]]  # fmt: skip
+    if "memory" in s:
+        memory += [[k.removesuffix("_peak_rss_gib"), v] for k, v in s["memory"].items()
+                   if k.endswith("_peak_rss_gib")]  # fmt: skip
+    if memory:
+        rows = [[name, value, f"< 4: {goal(value, 4, above=False)}"] for name, value in memory]
+        out.append("\n**Peak RSS per step** (each its own process)\n\n")
+        out.append(table(["step", "GiB", "goal"], rows))
+    if "training" in s:
+        t = s["training"]
+        rows = [
+            [f"ours: seed_cnn, default recipe ({t['cnn_input_size']}px)", t["cnn_test_accuracy"]],
+            ["ours: InceptionV3 transfer, NOT pretrained (random init), 1 head epoch",
+             t["transfer_test_accuracy_random_init"]],
+            ["ours: InceptionV3 transfer, pretrained on ImageNet",
+             "not measured: the ImageNet weights are not reachable from this machine"],
+        ] + [[name, value] for name, value in BLOG.items()]  # fmt: skip
+        out.append("\n**Test accuracy on the full Fashion-MNIST test set**\n\n")
+        out.append(table(["model", "test accuracy"], rows))
+    return "".join(out)
+
+
+def write_report(results_dir: Path, report: Path) -> None:
+    """Regenerate the Markdown report from every results file."""
+    results = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+    results.sort(key=lambda r: (r["quick"], r["date"]))
+    parts = [
+        "# Benchmarks\n\n",
+        "Generated by `make bench` (`python -m bench`) from `bench/results/*.json`; do not edit "
+        "by hand. Ratios measured side by side in one run are the headline; absolute figures "
+        "hold only for the machine named. `make bench QUICK=1` runs small versions whose "
+        "figures only prove the benchmarks work.\n",
+    ]
+    for result in results:
+        kind = "quick run (subset; not the experiment)" if result["quick"] else "full run"
+        parts.append(f"\n## {result['machine']['cpu']}, {kind}\n\n{render_result(result)}")
+    baselines = published_baselines()
+    if baselines:
+        accuracies = [value for _, value in baselines]
+        parts.append(
+            "\n## Published Fashion-MNIST baselines\n\n"
+            f"The {len(baselines)} submitted results in the dataset's README (shipped by Debian's "
+            "dataset-fashion-mnist) range from "
+            f"{min(accuracies):.3f} to {max(accuracies):.3f} test accuracy, median "
+            f"{statistics.median(accuracies):.3f}. Small CNNs:\n\n"
+            + table(
+                ["classifier", "test accuracy"],
+                [[name, value] for name, value in baselines if "Conv" in name][:8],
+            )
+        )
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("".join(parts))

@@ -1,0 +1,38 @@
+"""`make bench QUICK=1` end to end on a tiny generated dataset, so the benchmarks don't rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_idx_dataset
+
+
+@pytest.mark.slow
+def test_bench_quick_on_tiny_data(tmp_path: Path):
+    source = make_idx_dataset(tmp_path / "idx", n_train=60, n_test=40, size=28)
+    results, report = tmp_path / "results", tmp_path / "BENCHMARKS.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--source", str(source),
+         "--results-dir", str(results), "--report", str(report), "--budget-s", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (path,) = results.glob("*-quick.json")
+    data = json.loads(path.read_text())
+    sections = data["sections"]
+    assert set(sections) == {"data", "training", "accuracy", "transfer", "memory"}
+    assert sections["data"]["read_images"] == 40
+    assert sections["data"]["tfdata_native_images_per_s"] > 0
+    assert sections["training"]["cnn_images_per_s"] > 0
+    assert 0 <= sections["training"]["cnn_test_accuracy"] <= 1
+    assert sections["transfer"]["plain"]["forward"] > 0
+    assert sections["memory"]["data_prep_peak_rss_gib"] > 0
+    text = report.read_text()
+    for heading in ("Input pipeline", "Training", "Transfer throughput", "Peak RSS"):
+        assert heading in text
+    assert "tf.data shards, first epoch" in text
