@@ -263,3 +263,12 @@ def test_fixture_sanity(tmp_path: Path):
     # The generated source is valid, so the failures above come from the injected faults.
     run(PrepConfig(store=str(tmp_path / "s"), source=str(make_idx_dataset(tmp_path / "ok"))))
     assert list((tmp_path / "s").rglob("manifest.json"))
+
+
+def test_bad_image_inside_archive_is_named_by_its_place_in_the_archive(tmp_path: Path):
+    tree = make_image_tree(tmp_path / "tree")
+    (tree / "train" / "dog" / "3.png").write_bytes(b"")
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname=".")
+    prep_fails(archive, tmp_path / "store", rf"^{archive}/train/dog/3\.png: zero-byte image$")

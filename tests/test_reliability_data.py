@@ -248,3 +248,25 @@ def test_fuzz_archives(tmp_path_factory, kind: str, data):
     for path in dest.rglob("*"):  # whatever was extracted stayed inside the target
         assert path.resolve().is_relative_to(dest.resolve())
         assert not path.is_symlink()
+
+
+@pytest.mark.fuzz
+@settings(FUZZ, max_examples=max(10, FUZZ.max_examples // 4))
+@given(st.sampled_from(["zip", "tar.gz"]), st.integers(0, 10_000), st.integers(1, 255))
+def test_fuzz_archive_ingest_end_to_end(tmp_path_factory, kind: str, position: int, flip: int):
+    """A whole data prep on a damaged archive: a clear error and nothing published, or a
+    complete dataset whose every shard verifies."""
+    valid = bytearray(tree_archive(kind))
+    valid[position % len(valid)] ^= flip
+    folder = tmp_path_factory.mktemp("ingest")
+    archive = folder / f"tree.{kind}"
+    archive.write_bytes(bytes(valid))
+    store = folder / "store"
+    try:
+        result = run(PrepConfig(store=str(store), source=str(archive), val_fraction=0.0))
+    except DataError as error:
+        assert str(archive) in str(error)
+        assert not list(store.rglob("manifest.json")) and not list(store.rglob("*.tfrecord"))
+        return
+    manifest = load_manifest(result.uri)
+    fetch_split(result.uri, manifest, "test", folder / "cache")

@@ -141,7 +141,15 @@ def _split_info(labels: np.ndarray, class_names: tuple[str, ...], shards) -> Spl
 
 
 def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) -> Manifest:
-    class_names, data = _load(source, config)
+    try:
+        class_names, data = _load(source, config)
+    except DataError as error:
+        local = str(source.local_dir)
+        if local == source.description or local not in str(error):
+            raise
+        # Name files by where the user put them (inside the archive, under gs://), not by
+        # the scratch copy they were unpacked into.
+        raise DataError(str(error).replace(local, source.description.rstrip("/"))) from None
     splits_arrays = {}
     for split, (images, labels) in data.items():
         keep = balanced_subset(labels, config.limit, config.seed)

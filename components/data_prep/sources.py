@@ -8,8 +8,10 @@ has been checked: no absolute paths, no `..`, no links, no devices.
 from __future__ import annotations
 
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -150,5 +152,18 @@ def extract_archive(archive: Path, dest: Path) -> None:
                 if not (member.isfile() or member.isdir()):
                     raise DataError(f"{archive}: entry {member.name!r} is not a file or folder")
             tarred.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+    except DataError:
+        raise
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        struct.error,
+        ValueError,  # bad headers, names that do not decode
+        NotImplementedError,  # zip: unknown compression or version
+        RuntimeError,  # zip: "encrypted" flag set
+    ) as error:
         raise DataError(f"{archive}: corrupt or unreadable archive ({error})") from None
