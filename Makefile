@@ -14,7 +14,14 @@ DATASET ?= fashion_mnist
 LIMIT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install lint test run clean
+# Container images: make images / make push build and push them, make compile bakes these names
+# into the pipeline. Override: make push REGISTRY=us-docker.pkg.dev/PROJECT_ID/transfer-learning
+REGISTRY ?= us-docker.pkg.dev/my-project/transfer-learning
+TAG ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+CPU_IMAGE ?= $(REGISTRY)/tl-cpu:$(TAG)
+GPU_IMAGE ?= $(REGISTRY)/tl-gpu:$(TAG)
+
+.PHONY: help install lint test fuzz bench run clean
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,9 +42,81 @@ lint: $(STAMP) ## Lint and format-check with ruff
 test: $(STAMP) ## Run the test suite (installs first when .venv is missing or stale)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-run: $(STAMP) ## Prepare the dataset locally on the embedded defaults (STORE, SOURCE, LIMIT)
-	$(PY) -m components.data_prep --store '$(STORE)' --source '$(SOURCE)' --name '$(DATASET)' \
-		$(if $(LIMIT),--limit $(LIMIT))
+bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~5 min)
+	$(PY) -m bench $(if $(QUICK),--quick)
+
+FUZZ_EXAMPLES ?= 400
+fuzz: $(STAMP) ## Long property-based fuzz runs of the parsers (FUZZ_EXAMPLES per test)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest -m fuzz $(PYTEST_ARGS)
+
+# Pipeline (python -m pipelines; README "Running the pipeline"). make run PROFILE=full,
+# make run WEIGHTS=none, make submit HOST=https://... STORE=gs://bucket/prefix PARAMS="seed=7".
+PROFILE ?= quick
+WEIGHTS ?= default
+EPOCHS ?=
+PARAMS ?=
+HOST ?= http://localhost:8080
+EXPERIMENT ?= transfer-learning
+CRON ?= 0 3 * * 1
+PACKAGE ?= transfer-learning.pipeline.yaml
+PIPELINE_PARAMS = --source '$(SOURCE)' --weights '$(WEIGHTS)' --param 'dataset_name=$(DATASET)' \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--param 'limit=$(LIMIT)') \
+	$(foreach param,$(PARAMS),--param '$(param)')
+# Only a gs:// store is baked into what runs on the cluster; a local folder is for kfp.local.
+CLUSTER_STORE = $(if $(filter gs://%,$(STORE)),--store '$(STORE)')
+IMAGES = --cpu-image '$(CPU_IMAGE)' --gpu-image '$(GPU_IMAGE)'
+ENDPOINT = --host '$(HOST)' --experiment '$(EXPERIMENT)'
+
+.PHONY: local compile submit schedule runs
+
+run: $(STAMP) ## Run the whole pipeline here with kfp.local (PROFILE, STORE, SOURCE, WEIGHTS, EPOCHS, PARAMS)
+	$(PY) -m pipelines run --profile '$(PROFILE)' --store '$(STORE)' $(PIPELINE_PARAMS)
+
+local: $(STAMP) ## Run it in the project images with kfp.local's DockerRunner (make images first)
+	$(PY) -m pipelines run --docker $(IMAGES) --profile '$(PROFILE)' --store '$(STORE)' \
+		$(PIPELINE_PARAMS)
+
+compile: $(STAMP) ## Write the pipeline YAML for the KFP UI (PACKAGE, CPU_IMAGE, GPU_IMAGE, STORE=gs://...)
+	$(PY) -m pipelines compile --output '$(PACKAGE)' $(IMAGES) $(CLUSTER_STORE)
+
+submit: $(STAMP) ## Upload the pipeline (or a new version) to HOST and start a run (PROFILE=full default)
+	$(PY) -m pipelines submit $(ENDPOINT) $(IMAGES) --profile '$(if $(filter command line,$(origin PROFILE)),$(PROFILE),full)' \
+		$(CLUSTER_STORE) $(PIPELINE_PARAMS)
+
+schedule: $(STAMP) ## Upload the pipeline to HOST and create a recurring run on CRON
+	$(PY) -m pipelines schedule $(ENDPOINT) $(IMAGES) --cron '$(CRON)' \
+		--profile '$(if $(filter command line,$(origin PROFILE)),$(PROFILE),full)' $(CLUSTER_STORE) $(PIPELINE_PARAMS)
+
+runs: $(STAMP) ## List the recent runs on HOST and their state
+	$(PY) -m pipelines runs $(ENDPOINT)
 
 clean: ## Remove the virtual environment, the local store and caches
 	rm -rf $(VENV) store .pytest_cache .ruff_cache
+
+# Deployment: images and cluster manifests (docker/, k8s/; docs/operations.md).
+DOCKER ?= docker
+PLATFORM ?= linux/amd64
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+
+.PHONY: images push check-deploy
+
+images: ## Build the CPU and GPU images (REGISTRY, TAG; needs a Docker engine)
+	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
+	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+
+push: images ## Push both images to REGISTRY and print their digests
+	$(DOCKER) push '$(CPU_IMAGE)'
+	$(DOCKER) push '$(GPU_IMAGE)'
+	@$(DOCKER) image inspect --format '{{index .RepoDigests 0}}' '$(CPU_IMAGE)' '$(GPU_IMAGE)'
+
+# checkov has dependencies that clash with the project's, so it gets its own virtual environment.
+$(CHECKOV_VENV)/.installed:
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON_SYS) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+check-deploy: $(STAMP) $(CHECKOV_VENV)/.installed ## hadolint, shellcheck, kustomize + kubernetes-validate, checkov
+	$(VENV)/bin/pytest -p no:cacheprovider tests/test_deploy.py

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.bench_training import REPO, WORK
+from bench.bench_training import REPO, SCRATCH, WORK
 from bench.machine import machine_info, print_table
 
 STORE = WORK / "memory-store"
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         [*python, "components.weights", "--store", str(STORE), "--url", str(path),
          "--sha256", sha256, "--no-keras-cache"]
     )  # fmt: skip
-    runs = WORK / "runs"
+    runs = SCRATCH / "runs"  # bench_training's runs, when it ran in this process
     if (runs / "cnn" / "metrics.json").exists() and (runs / "transfer" / "metrics.json").exists():
         results["compare_peak_rss_gib"] = peak_rss_gib(
             [*python, "components.compare", "--cnn-dir", str(runs / "cnn"),

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-DEFAULT_IMAGE = "transfer-learning-cpu:latest"
+DEFAULT_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
 
 
 def data_prep(

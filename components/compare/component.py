@@ -1,0 +1,66 @@
+"""KFP component for the comparison step: two trained models -> report, metrics, champion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
+
+DEFAULT_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
+
+
+def compare(
+    cnn_model: Input[Model],
+    transfer_model: Input[Model],
+    report: Output[HTML],
+    summary: Output[Markdown],
+    metrics: Output[Metrics],
+    figures: Output[Artifact],
+    store: str,
+    dataset_name: str = "fashion_mnist",
+    margin: float = 0.005,
+    run_id: str = "",
+) -> NamedTuple("CompareOutputs", [("winner", str), ("promoted", bool)]):
+    """Compare the two training outputs; gate the winner into `<store>/champion/<dataset>.json`.
+
+    `run_id` is recorded in the champion file. Outputs the self-contained HTML report, the
+    Markdown summary, a flat Metrics artifact with stable names, and a folder of the PNG
+    figures plus comparison.json.
+    """
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.common.logging import configure
+    from pipelines.adapters import compare_config, write_compare_artifacts
+
+    configure()
+    with tempfile.TemporaryDirectory(prefix="compare-") as work:
+        config = compare_config(
+            cnn_dir=cnn_model.path,
+            transfer_dir=transfer_model.path,
+            output_dir=str(Path(work) / "out"),
+            store=store,
+            dataset_name=dataset_name,
+            margin=margin,
+            cnn_model_uri=cnn_model.uri,
+            transfer_model_uri=transfer_model.uri,
+            run_id=run_id or None,
+        )
+        from components.compare.compare import run
+
+        result = run(config)
+        write_compare_artifacts(
+            output_dir=Path(config.output_dir),
+            report=report,
+            summary=summary,
+            metrics=metrics,
+            figures=figures,
+            champion=dict(result.champion),
+        )
+    outputs = namedtuple("CompareOutputs", ["winner", "promoted"])
+    return outputs(str(result.winner), bool(result.champion.get("promoted", False)))
+
+
+def make(image: str = DEFAULT_IMAGE) -> dsl.base_component.BaseComponent:
+    """The component, built on `image` (the project image, which has this package installed)."""
+    return dsl.component(compare, base_image=image, install_kfp_package=False)

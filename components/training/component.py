@@ -1,0 +1,80 @@
+"""KFP components for the training steps: train_cnn (CPU image) and train_transfer (GPU image)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model, Output
+
+DEFAULT_CPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
+DEFAULT_GPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-gpu:latest"
+
+
+def train(
+    trained_model: Output[Model],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    history: Output[Artifact],
+    dataset_uri: str,
+    store: str,
+    model: str = "seed_cnn",
+    weights_uri: str = "",
+    input_size: int = 28,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str = "adam",
+    learning_rate: float = 0.001,
+    augmentation: float = 0.0,
+    cut_layer: str = "mixed7",
+    fine_tune_from: str = "",
+    fine_tune_epochs: int = 0,
+    fine_tune_learning_rate: float = 1e-5,
+    seed: int = 42,
+):
+    """Train `model` on the dataset at `dataset_uri` and publish its outputs as artifacts.
+
+    `weights_uri` empty means random initialisation (not pretrained). The dataset and weights
+    come in as content-addressed URIs, so the KFP cache key follows their content. Checkpoints
+    go to `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from components.common.logging import configure
+    from pipelines.adapters import train_config, write_training_artifacts
+
+    configure()
+    with tempfile.TemporaryDirectory(prefix="train-") as work:
+        config = train_config(
+            work=Path(work),
+            dataset_uri=dataset_uri,
+            store=store,
+            model=model,
+            weights_uri=weights_uri,
+            input_size=input_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            augmentation=augmentation,
+            cut_layer=cut_layer,
+            fine_tune_from=fine_tune_from,
+            fine_tune_epochs=fine_tune_epochs,
+            fine_tune_learning_rate=fine_tune_learning_rate,
+            seed=seed,
+        )
+        from components.training.train import run
+
+        run(config)
+        write_training_artifacts(
+            output_dir=Path(config.output_dir),
+            model=trained_model,
+            metrics=metrics,
+            classification=classification,
+            history=history,
+        )
+
+
+def make(image: str = DEFAULT_CPU_IMAGE, name: str = "train") -> dsl.base_component.BaseComponent:
+    """The training component on `image`; `name` becomes the component's name in the IR."""
+    component = dsl.component(train, base_image=image, install_kfp_package=False)
+    component.component_spec.name = name
+    component.name = name
+    return component

@@ -1,0 +1,216 @@
+"""Model builders: in-model preprocessing, the seed CNN, and backbone transfer models.
+
+Every model takes raw uint8 images [batch, H, W, C] at the dataset's native size. Scaling,
+resizing, grayscale-to-RGB and augmentation are layers inside the model, so they run on the
+accelerator and the exported model needs no separate preprocessing.
+
+`MODELS` maps a name to its builder, default input size and scaling (timm's `default_cfgs`,
+scaled down): another `keras.applications` backbone is one more entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from components.common.dataset import DataError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model family."""
+
+    display_name: str
+    default_input_size: int  # pixels (square)
+    min_input_size: int  # smaller inputs are refused
+    scale: float  # pixel scaling inside the model: x * scale + offset
+    offset: float
+    rgb: bool  # whether the network wants three channels
+    backbone: str | None = None  # keras.applications class name; None: built from scratch
+
+    @property
+    def is_transfer(self) -> bool:
+        """Whether the model reuses a pretrained backbone."""
+        return self.backbone is not None
+
+
+MODELS: dict[str, ModelSpec] = {
+    # Native resolution is 28x28; doubling it gives the three 2x2-conv/pool blocks room to keep
+    # a 6x6 map before Flatten, at a fraction of the blog's 150x150 cost.
+    "seed_cnn": ModelSpec("CNN from scratch", 56, 16, 1 / 255.0, 0.0, rgb=False),
+    # keras.applications.inception_v3.preprocess_input: x / 127.5 - 1.
+    "inception_v3": ModelSpec(
+        "InceptionV3 transfer", 150, 75, 1 / 127.5, -1.0, rgb=True, backbone="InceptionV3"
+    ),
+}
+
+
+def preprocessing(
+    spec: ModelSpec,
+    image_shape: tuple[int, int, int],
+    input_size: int,
+    augmentation: float,
+    seed: int,
+    name: str = "preprocess",
+):
+    """A Sequential-like functional block: uint8 native images -> scaled model inputs."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
+    x = layers.Rescaling(spec.scale, spec.offset, name="scale")(inputs)  # casts to float
+    if tuple(image_shape[:2]) != (input_size, input_size):
+        x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
+    channels = image_shape[2]
+    if spec.rgb and channels == 1:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    elif not spec.rgb and channels == 3:
+        raise DataError(f"{spec.display_name} expects grayscale images, dataset has RGB")
+    if augmentation > 0:
+        x = augmentation_block(augmentation, seed)(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def augmentation_block(strength: float, seed: int):
+    """Random translate, zoom, rotate and horizontal flip; active in training only."""
+    import keras
+    from keras import layers
+
+    shift = min(0.1 * strength, 0.5)
+    return keras.Sequential(
+        [
+            layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed),
+            layers.RandomZoom(shift, fill_mode="nearest", seed=seed + 1),
+            layers.RandomRotation(min(0.04 * strength, 0.5), fill_mode="nearest", seed=seed + 2),
+            layers.RandomFlip("horizontal", seed=seed + 3),
+        ],
+        name="augment",
+    )
+
+
+def classifier_head(num_classes: int, dense_units: int, dropout_rate: float, flatten=True):
+    """Flatten, Dense relu, Dropout, Dense softmax (float32 output under mixed precision)."""
+    from keras import layers
+
+    stack = [layers.Flatten(name="flatten")] if flatten else []
+    return [
+        *stack,
+        layers.Dense(dense_units, activation="relu", name="dense_hidden"),
+        layers.Dropout(dropout_rate, name="dropout"),
+        layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"),
+    ]
+
+
+def build_seed_cnn(
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    input_size: int,
+    augmentation: float = 0.0,
+    seed: int = 0,
+    dense_units: int = 1024,
+    dropout_rate: float = 0.2,
+):
+    """The reference CNN: 3x (Conv2D 2x2 relu + MaxPool 2x2), Flatten, Dense 1024, Dropout."""
+    import keras
+    from keras import layers
+
+    spec = MODELS["seed_cnn"]
+    pre = preprocessing(spec, image_shape, input_size, augmentation, seed)
+    x = pre.output
+    for index, filters in enumerate((32, 32, 64)):
+        x = layers.Conv2D(filters, 2, activation="relu", name=f"conv{index + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index + 1}")(x)
+    for layer in classifier_head(num_classes, dense_units, dropout_rate):
+        x = layer(x)
+    return keras.Model(pre.input, x, name="seed_cnn")
+
+
+@dataclass
+class TransferModel:
+    """The full model plus its parts; `head` and `full` share the head's layers."""
+
+    full: Any  # raw uint8 images -> class probabilities (what is trained end to end and exported)
+    features: Any  # raw uint8 images -> backbone features (no augmentation)
+    head: Any  # backbone features -> class probabilities
+    backbone: Any  # the cut backbone (frozen)
+
+
+def load_backbone(spec: ModelSpec, input_size: int, weights: str | None, cut_layer: str):
+    """The backbone with `include_top=False`, weights loaded, cut at `cut_layer`."""
+    import keras
+
+    factory: Callable = getattr(keras.applications, spec.backbone)
+    shape = (input_size, input_size, 3)
+    base = factory(include_top=False, weights=None, input_shape=shape)
+    if weights is not None:
+        load_backbone_weights(base, weights, spec)
+    try:
+        cut = base.get_layer(cut_layer)
+    except ValueError:
+        raise ValueError(f"{spec.backbone} has no layer {cut_layer!r} to cut at") from None
+    return keras.Model(base.input, cut.output, name=f"{spec.backbone.lower()}_to_{cut_layer}")
+
+
+def load_backbone_weights(base, weights: str, spec: ModelSpec) -> None:
+    """Load a weights file into the backbone; a file that does not fit is a clear error."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a failed load warns once per layer first
+            base.load_weights(weights)
+    except (ValueError, KeyError, OSError, TypeError) as error:
+        detail = " ".join(str(error).split())[:400]
+        raise DataError(
+            f"{weights}: weights do not fit {spec.backbone} (include_top=False): {detail}"
+        ) from None
+
+
+def build_transfer(
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    input_size: int,
+    weights: str | None,
+    cut_layer: str = "mixed7",
+    augmentation: float = 0.0,
+    seed: int = 0,
+    dense_units: int = 1024,
+    dropout_rate: float = 0.2,
+    model: str = "inception_v3",
+) -> TransferModel:
+    """Frozen backbone cut at `cut_layer`, called with training=False, plus the dense head."""
+    import keras
+
+    spec = MODELS[model]
+    backbone = load_backbone(spec, input_size, weights, cut_layer)
+    backbone.trainable = False
+    head_input = keras.Input(shape=backbone.output.shape[1:], name="features")
+    x = head_input
+    for layer in classifier_head(num_classes, dense_units, dropout_rate):
+        x = layer(x)
+    head = keras.Model(head_input, x, name="head")
+
+    plain = preprocessing(spec, image_shape, input_size, 0.0, seed, name="preprocess")
+    feature_model = keras.Model(
+        plain.input, backbone(plain.output, training=False), name="feature_extractor"
+    )
+    pre = preprocessing(spec, image_shape, input_size, augmentation, seed, name="preprocess")
+    outputs = head(backbone(pre.output, training=False))
+    full = keras.Model(pre.input, outputs, name=f"{model}_transfer")
+    return TransferModel(full=full, features=feature_model, head=head, backbone=backbone)
+
+
+def unfreeze_from(backbone, first_layer: str) -> int:
+    """Make backbone layers from `first_layer` on trainable (BatchNorm stays frozen)."""
+    from keras import layers
+
+    names = [layer.name for layer in backbone.layers]
+    if first_layer not in names:
+        raise ValueError(f"fine_tune_from: the backbone has no layer {first_layer!r}")
+    backbone.trainable = True
+    start = names.index(first_layer)
+    for index, layer in enumerate(backbone.layers):
+        frozen = index < start or isinstance(layer, layers.BatchNormalization)
+        layer.trainable = not frozen
+    return sum(int(layer.count_params()) for layer in backbone.layers if layer.trainable)

@@ -1,0 +1,308 @@
+"""The training step: one input pipeline, one fit loop, one evaluation, for every model."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common import storage
+from components.common.dataset import DataError, Manifest, load_manifest
+from components.common.digest import json_digest
+from components.common.logging import get_logger, step
+from components.training import checkpoint, data, device, evaluate, features, outputs
+from components.training.callbacks import EpochRecorder, NaNGuard, StopAtAccuracy, empty_history
+from components.training.config import TrainConfig, TrainResult
+from components.training.models import MODELS, build_seed_cnn, build_transfer, unfreeze_from
+from components.training.resources import make_optimizer, resolve_weights, scratch
+
+log = get_logger("training")
+
+# Images per forward pass outside training (feature extraction, test predictions): bounds the
+# memory of the upscaled activations without changing any result.
+INFERENCE_BATCH = 64
+
+
+@dataclass
+class Context:
+    """What the phases of one run share."""
+
+    config: TrainConfig
+    manifest: Manifest
+    runtime: device.Runtime
+    cache: Path
+    preemption: checkpoint.Preemption
+    history: dict = field(default_factory=empty_history)
+    resumed: bool = False
+    feature_seconds: float = 0.0
+    weights_sha256: str | None = None
+
+
+def build(config: TrainConfig, manifest: Manifest, weights: str | None):
+    """The model for the config: a Keras model (seed_cnn) or a TransferModel."""
+    common = {
+        "image_shape": manifest.image_shape,
+        "num_classes": manifest.num_classes,
+        "input_size": config.resolved_input_size,
+        "augmentation": config.augmentation,
+        "seed": config.seed,
+        "dense_units": config.dense_units,
+        "dropout_rate": config.dropout_rate,
+    }
+    if config.model == "seed_cnn":
+        return build_seed_cnn(**common)
+    return build_transfer(**common, weights=weights, cut_layer=config.cut_layer, model=config.model)
+
+
+def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr: float) -> None:
+    """Compile and fit one phase with every callback; resume it from its checkpoint."""
+    import keras
+
+    config = ctx.config
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=ctx.runtime.jit_compile,
+    )
+    offset = sum(1 for p in ctx.history["phase"] if p != phase)
+    recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
+    nan_guard = NaNGuard()
+    callbacks: list[Any] = [recorder, nan_guard]
+    if config.target_accuracy is not None:
+        callbacks.append(StopAtAccuracy(config.target_accuracy))
+    if config.lr_decay_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
+            )
+        )
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            )
+        )
+    backup = None
+    if config.checkpoint_dir:
+        extra = {
+            "model": config.model,
+            "num_classes": ctx.manifest.num_classes,
+            "input_size": config.resolved_input_size,
+            "dataset_version": ctx.manifest.version,
+        }
+        backup = checkpoint.StoreBackupAndRestore(
+            storage.join(config.checkpoint_dir, phase),
+            ctx.cache / "checkpoints" / json_digest(config.checkpoint_dir)[:12] / phase,
+            ctx.history,
+            extra,
+        )
+        pointer = backup.latest()
+        if pointer is not None and pointer.get("done"):
+            backup.pull()
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(backup.local_dir / "latest.weights.h5")
+            ctx.resumed = True
+            log.info("phase_already_done", phase=phase, epochs=int(pointer["epoch"]))
+            return
+        callbacks.append(backup)
+    callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, backup))
+    model._initial_epoch = None
+    model._interrupted = False
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
+    )
+    model._initial_epoch = None
+    if backup is not None and backup.resumed_epoch:
+        ctx.resumed = True
+    nan_guard.check(lr)
+
+
+def phase_done(ctx: Context, phase: str) -> bool:
+    """Whether the checkpoint marks `phase` as finished."""
+    if not ctx.config.checkpoint_dir:
+        return False
+    pointer_uri = storage.join(ctx.config.checkpoint_dir, phase, checkpoint.LATEST)
+    if not storage.exists(pointer_uri):
+        return False
+    return bool(json.loads(storage.read_text(pointer_uri)).get("done"))
+
+
+def train(ctx: Context, built, splits: dict) -> Any:
+    """Run the head phase (on cached features when possible), then optional fine-tuning."""
+    config = ctx.config
+    batch = config.batch_size
+
+    def raw(split: str, training: bool = False, batch_size: int = batch):
+        return data.batched(
+            splits[split],
+            batch_size,
+            training=training,
+            seed=config.seed,
+            shuffle_buffer=config.shuffle_buffer,
+        )
+
+    if config.model == "seed_cnn":
+        fit_phase(
+            ctx,
+            built,
+            "head",
+            raw("train", True),
+            raw("validation"),
+            config.epochs,
+            config.learning_rate,
+        )
+        return built
+    if config.feature_cache and config.augmentation == 0 and phase_done(ctx, "head"):
+        # Resuming after the head phase: its weights are in the checkpoint, no features needed.
+        fit_phase(ctx, built.head, "head", None, None, config.epochs, config.learning_rate)
+    elif config.feature_cache and config.augmentation == 0:
+        started = time.perf_counter()
+        facts = {
+            "dataset": ctx.manifest.version,
+            "model": config.model,
+            "weights": ctx.weights_sha256,
+            "input_size": config.resolved_input_size,
+            "cut": config.cut_layer,
+            "dtype": config.feature_dtype,
+            "seed": config.seed,
+        }
+        folder = ctx.cache / "features" / features.cache_key(**facts)
+        files = {
+            split: features.extract(
+                built.features,
+                raw(split, batch_size=min(batch, INFERENCE_BATCH)),
+                folder,
+                split,
+                config.feature_dtype,
+                ctx.preemption,
+            )
+            for split in ("train", "validation")
+        }
+        ctx.feature_seconds = time.perf_counter() - started
+        log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
+        train_ds = features.feature_dataset(files["train"], batch, training=True, seed=config.seed)
+        val_ds = features.feature_dataset(files["validation"], batch, training=False, seed=0)
+        fit_phase(ctx, built.head, "head", train_ds, val_ds, config.epochs, config.learning_rate)
+    else:
+        fit_phase(
+            ctx,
+            built.full,
+            "head",
+            raw("train", True),
+            raw("validation"),
+            config.epochs,
+            config.learning_rate,
+        )
+    if config.fine_tunes:
+        trainable = unfreeze_from(built.backbone, config.fine_tune_from)
+        log.info("fine_tune_start", first_layer=config.fine_tune_from, backbone_trainable=trainable)
+        fit_phase(
+            ctx,
+            built.full,
+            "fine_tune",
+            raw("train", True),
+            raw("validation"),
+            config.fine_tune_epochs,
+            config.fine_tune_learning_rate,
+        )
+    return built.full
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Train, evaluate on the test split, and write every output into `config.output_dir`."""
+    spec = MODELS[config.model]
+    with step(log, f"train_{config.model}", dataset=config.dataset_uri) as figures:
+        runtime = device.setup()
+        device.seed_everything(config.seed)
+        manifest = load_manifest(config.dataset_uri)
+        data.check_labels(manifest, config.dataset_uri)
+        if config.num_classes is not None and config.num_classes != manifest.num_classes:
+            raise DataError(
+                f"{config.dataset_uri}: the dataset has {manifest.num_classes} classes but the "
+                f"model was configured for {config.num_classes}"
+            )
+        with scratch(config.cache_dir) as cache:
+            splits = data.load_splits(config.dataset_uri, manifest, cache)
+            weights, weights_sha = resolve_weights(config.weights, cache)
+            preemption = checkpoint.Preemption()
+            ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
+            preemption.install()
+            try:
+                with runtime.strategy.scope():
+                    built = build(config, manifest, weights)
+                model = train(ctx, built, splits)
+            finally:
+                preemption.uninstall()
+            test_ds = data.batched(
+                splits["test"],
+                min(config.batch_size, INFERENCE_BATCH),
+                training=False,
+                seed=0,
+                shuffle_buffer=1,
+            )
+            result = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
+        history = ctx.history
+        epoch_seconds = sum(history["epoch_seconds"])
+        trained_images = manifest.splits["train"].count * len(history["epoch"])
+        pretrained = weights is not None
+        metrics = {
+            "model": config.model,
+            "display_name": spec.display_name
+            + ("" if not spec.is_transfer else " (pretrained)" if pretrained else " (random init)"),
+            "pretrained": pretrained,
+            "weights_sha256": weights_sha,
+            "dataset_uri": config.dataset_uri,
+            "dataset_version": manifest.version,
+            "test_split_sha256": data.test_split_sha256(manifest),
+            "class_names": list(manifest.class_names),
+            "test_accuracy": result.accuracy,
+            "test_loss": result.loss,
+            "train_seconds": round(epoch_seconds + ctx.feature_seconds, 3),
+            "feature_seconds": round(ctx.feature_seconds, 3),
+            "images_per_second": round(trained_images / epoch_seconds, 2)
+            if epoch_seconds
+            else None,
+            "params_total": int(model.count_params()),
+            "params_trainable": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+            "epochs_run": len(history["epoch"]),
+            "input_size": config.resolved_input_size,
+            "seed": config.seed,
+            "resumed": ctx.resumed,
+            "per_class": result.per_class,
+            "confusion_matrix": result.confusion.tolist(),
+        }
+        outputs.write_all(
+            config.output_dir,
+            model=model,
+            image_shape=manifest.image_shape,
+            metrics=metrics,
+            history=history,
+            misclassified=result.misclassified,
+            config=config.to_dict(),
+        )
+        if config.checkpoint_dir:
+            checkpoint.clear(config.checkpoint_dir)
+        figures.update(
+            test_accuracy=round(result.accuracy, 4),
+            epochs_run=metrics["epochs_run"],
+            images_per_second=metrics["images_per_second"],
+            output_dir=str(config.output_dir),
+        )
+    return TrainResult(
+        output_dir=str(config.output_dir),
+        model=config.model,
+        test_accuracy=result.accuracy,
+        test_loss=result.loss,
+        epochs_run=metrics["epochs_run"],
+        pretrained=pretrained,
+        resumed=ctx.resumed,
+        metrics=metrics,
+    )

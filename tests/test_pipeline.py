@@ -1,0 +1,396 @@
+"""The compiled pipeline (IR YAML), its CLI arguments, placement, and the KFP client calls."""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components
+
+from pipelines import placement, profiles, remote
+from pipelines.cli import arguments_from, main, parse_args
+from pipelines.pipeline import CACHED, RESOURCES, RETRIES, build_pipeline
+
+CPU_IMAGE = "registry.example/tl-cpu:abc"
+GPU_IMAGE = "registry.example/tl-gpu:abc"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[Path, dict, dict]:
+    path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    code = main(
+        ["compile", "--output", str(path), "--cpu-image", CPU_IMAGE, "--gpu-image", GPU_IMAGE]
+    )
+    assert code == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return path, spec, platform
+
+
+def tasks(spec: dict) -> dict:
+    return spec["root"]["dag"]["tasks"]
+
+
+def executor(spec: dict, task: str) -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+def test_yaml_loads_back_into_kfp(compiled):
+    path, spec, _ = compiled
+    component = components.load_component_from_file(str(path))
+    assert component.name == "transfer-learning"
+    assert spec["pipelineInfo"]["name"] == "transfer-learning"
+    assert set(component.component_spec.outputs) == {"report", "summary", "metrics"}
+
+
+def test_dag_order(compiled):
+    _, spec, _ = compiled
+    dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks(spec).items()}
+    assert dependencies == {
+        "data-prep": set(),
+        "weights": set(),
+        "gpu-placement": set(),
+        "train-cnn": {"data-prep"},
+        "train-transfer": {"data-prep", "weights", "gpu-placement"},
+        "compare": {"train-cnn", "train-transfer"},
+    }
+    transfer_inputs = tasks(spec)["train-transfer"]["inputs"]["parameters"]
+    assert transfer_inputs["dataset_uri"]["taskOutputParameter"]["producerTask"] == "data-prep"
+    assert transfer_inputs["weights_uri"]["taskOutputParameter"]["producerTask"] == "weights"
+    compare_inputs = tasks(spec)["compare"]["inputs"]["artifacts"]
+    assert {a["taskOutputArtifact"]["producerTask"] for a in compare_inputs.values()} == {
+        "train-cnn",
+        "train-transfer",
+    }
+
+
+def test_images_are_a_compile_time_setting(compiled):
+    _, spec, _ = compiled
+    images = {name: executor(spec, name)["image"] for name in tasks(spec)}
+    assert images.pop("train-transfer") == GPU_IMAGE
+    assert set(images.values()) == {CPU_IMAGE}
+    # Lightweight components on the project image: no pip install of kfp at run time.
+    for name in tasks(spec):
+        assert "pip install" not in " ".join(executor(spec, name)["command"])
+
+
+def test_gpu_resources_node_selector_and_tolerations(compiled):
+    _, spec, platform = compiled
+    accelerator = executor(spec, "train-transfer")["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpu_count']}}"
+    for name in ("train-cnn", "data-prep", "weights", "compare"):
+        assert "accelerator" not in executor(spec, name)["resources"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"exec-train-transfer"}
+    transfer = k8s["exec-train-transfer"]
+    selector = transfer["nodeSelector"]["nodeSelectorJson"]["taskOutputParameter"]
+    assert selector == {"producerTask": "gpu-placement", "outputParameterKey": "node_selector"}
+    static, from_placement = transfer["tolerations"]
+    assert static == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert from_placement["tolerationJson"]["taskOutputParameter"] == {
+        "producerTask": "gpu-placement",
+        "outputParameterKey": "tolerations",
+    }
+    placement_inputs = tasks(spec)["gpu-placement"]["inputs"]["parameters"]
+    assert placement_inputs["gpu_type"] == {"componentInputParameter": "gpu_type"}
+    assert placement_inputs["spot"] == {"componentInputParameter": "spot"}
+
+
+def test_placement_values():
+    assert placement.node_selector("nvidia-l4", spot=False) == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4"
+    }
+    assert placement.node_selector("nvidia-tesla-t4", spot=True) == {
+        "cloud.google.com/gke-accelerator": "nvidia-tesla-t4",
+        "cloud.google.com/gke-spot": "true",
+    }
+    assert placement.tolerations(False) == [placement.GPU_TOLERATION]
+    assert placement.tolerations(True) == [placement.GPU_TOLERATION, placement.SPOT_TOLERATION]
+    assert placement.SPOT_TOLERATION["key"] == "cloud.google.com/gke-spot"
+    with pytest.raises(ValueError, match="gpu_type"):
+        placement.node_selector("", spot=False)
+
+
+def test_resource_requests_and_limits(compiled):
+    _, spec, _ = compiled
+    for name, (cpu_request, cpu_limit, memory_request, memory_limit) in RESOURCES.items():
+        resources = executor(spec, name)["resources"]
+        assert resources["resourceCpuRequest"] == cpu_request
+        assert resources["resourceCpuLimit"] == cpu_limit
+        assert resources["resourceMemoryRequest"] == memory_request
+        assert resources["resourceMemoryLimit"] == memory_limit
+    assert executor(spec, "train-transfer")["resources"]["resourceMemoryLimit"] == "32Gi"
+
+
+def test_retries_with_backoff(compiled):
+    _, spec, _ = compiled
+    for name, (retries, backoff, factor, max_backoff) in RETRIES.items():
+        policy = tasks(spec)[name]["retryPolicy"]
+        assert policy == {
+            "maxRetryCount": retries,
+            "backoffDuration": backoff,
+            "backoffFactor": factor,
+            "backoffMaxDuration": max_backoff,
+        }
+    assert {"data-prep", "weights", "train-cnn", "train-transfer"} <= set(RETRIES)
+
+
+def test_caching_ingest_off_training_on(compiled):
+    _, spec, _ = compiled
+    for name, cached in CACHED.items():
+        assert tasks(spec)[name]["cachingOptions"].get("enableCache", False) is cached, name
+    assert not CACHED["data-prep"] and not CACHED["weights"] and not CACHED["compare"]
+    assert CACHED["train-cnn"] and CACHED["train-transfer"]
+    # Training is keyed on content: it takes the content-addressed URIs as parameters, not the
+    # ingest steps' artifacts (whose identity changes with every uncached run).
+    for name in ("train-cnn", "train-transfer"):
+        assert "artifacts" not in tasks(spec)[name].get("inputs", {})
+
+
+def test_every_knob_has_a_default(compiled):
+    _, spec, _ = compiled
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    expected = {
+        "store", "source", "dataset_name", "limit", "weights_url", "weights_sha256",
+        "cnn_input_size", "transfer_input_size", "cnn_epochs", "transfer_epochs", "batch_size",
+        "cnn_learning_rate", "transfer_learning_rate", "fine_tune_learning_rate", "augmentation",
+        "cut_layer", "fine_tune_from", "seed", "gpu_type", "gpu_count", "spot",
+    }  # fmt: skip
+    assert expected <= set(parameters)
+    assert all("defaultValue" in parameter for parameter in parameters.values())
+    assert parameters["cut_layer"]["defaultValue"] == "mixed7"
+    assert parameters["gpu_type"]["defaultValue"] == "nvidia-l4"
+    assert parameters["spot"]["defaultValue"] is False
+    assert parameters["transfer_input_size"]["defaultValue"] == 150
+
+
+def test_compile_bakes_store_and_params_into_defaults(tmp_path):
+    path = tmp_path / "p.yaml"
+    argv = ["compile", "--output", str(path), "--store", "gs://bucket/prefix"]
+    assert main([*argv, "--param", "spot=true", "--param", "cnn_epochs=3"]) == 0
+    spec = yaml.safe_load_all(path.read_text()).__next__()
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["store"]["defaultValue"] == "gs://bucket/prefix"
+    assert parameters["spot"]["defaultValue"] is True
+    assert parameters["cnn_epochs"]["defaultValue"] == 3
+
+
+def test_run_arguments_profile_shortcuts_and_params(tmp_path):
+    pipeline = build_pipeline()
+    args = parse_args(
+        ["run", "--store", str(tmp_path / "s"), "--weights", "none", "--epochs", "1",
+         "--param", "seed=7"]
+    )  # fmt: skip
+    arguments = arguments_from(args, pipeline)
+    assert arguments["store"] == str((tmp_path / "s").resolve())
+    assert arguments["weights_url"] == "none"
+    assert arguments["cnn_epochs"] == arguments["transfer_epochs"] == 1
+    assert arguments["seed"] == 7
+    assert arguments["limit"] == profiles.PROFILES["quick"]["limit"]
+    assert "source" not in arguments  # unset flags keep the pipeline's defaults
+    full = arguments_from(parse_args(["run", "--profile", "full"]), pipeline)
+    assert "limit" not in full and "transfer_input_size" not in full
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("nope=1", "unknown parameter"),
+        ("seed=abc", "expected an integer"),
+        ("spot=maybe", "expected true or false"),
+        ("seed", "key=value"),
+    ],
+)
+def test_bad_params_are_clear_errors(pair, message, capsys):
+    assert main(["compile", "--output", "/dev/null", "--param", pair]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_docker_runner_mounts_the_local_store(tmp_path, monkeypatch):
+    from pipelines.local import docker_runner_args
+
+    keras_home = tmp_path / "keras"
+    keras_home.mkdir()
+    args = docker_runner_args(str(tmp_path / "store"), keras_home=str(keras_home))
+    mounts = {mount["Target"]: mount for mount in args["mounts"]}
+    store = str((tmp_path / "store").resolve())
+    assert mounts[store]["Source"] == store and mounts[store]["Type"] == "bind"
+    assert mounts["/keras"]["ReadOnly"] is True
+    assert args["environment"]["KERAS_HOME"] == "/keras"
+    assert args["network_mode"] == "host"
+    gcs = docker_runner_args("gs://bucket/prefix", keras_home=str(tmp_path / "missing"))
+    assert gcs["mounts"] == []
+    # kfp.local accepts exactly these `docker run` arguments.
+    from kfp import local
+
+    runner = local.DockerRunner(**args)
+    assert runner.container_run_args["user"] == args["user"]
+
+
+def test_failure_cause_is_the_last_exception_line():
+    from pipelines.local import failure_cause
+
+    lines = [
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 1, in <module>',
+        "    components.common.dataset.DataError: /data: source not found",
+        "",
+        "\x1b[91mERROR\x1b[0m - Task 'data-prep' finished with status FAILURE",
+    ]
+    assert failure_cause(lines) == "components.common.dataset.DataError: /data: source not found"
+    assert failure_cause(["all fine"]) is None
+
+
+# --- submit / schedule / runs against a stand-in for kfp.Client -----------------------------
+
+
+class FakeClient:
+    """Records calls; answers like kfp.Client (objects with the same attribute names)."""
+
+    def __init__(self, existing_pipeline: str | None = None):
+        self.existing = existing_pipeline
+        self.calls: list[tuple[str, dict]] = []
+
+    def _record(self, call, **kwargs):
+        self.calls.append((call, kwargs))
+
+    def get_pipeline_id(self, name):
+        self._record("get_pipeline_id", name=name)
+        return self.existing
+
+    def upload_pipeline(self, **kwargs):
+        self._record("upload_pipeline", **kwargs)
+        return types.SimpleNamespace(pipeline_id="p-1")
+
+    def list_pipeline_versions(self, **kwargs):
+        self._record("list_pipeline_versions", **kwargs)
+        version = types.SimpleNamespace(pipeline_version_id="v-1", display_name="first")
+        return types.SimpleNamespace(pipeline_versions=[version])
+
+    def upload_pipeline_version(self, **kwargs):
+        self._record("upload_pipeline_version", **kwargs)
+        return types.SimpleNamespace(pipeline_version_id="v-2")
+
+    def create_experiment(self, name):
+        self._record("create_experiment", name=name)
+        return types.SimpleNamespace(experiment_id="e-1")
+
+    def run_pipeline(self, **kwargs):
+        self._record("run_pipeline", **kwargs)
+        return types.SimpleNamespace(run_id="r-1")
+
+    def create_recurring_run(self, **kwargs):
+        self._record("create_recurring_run", **kwargs)
+        return types.SimpleNamespace(recurring_run_id="rr-1")
+
+    def get_experiment(self, experiment_name):
+        return types.SimpleNamespace(experiment_id="e-1")
+
+    def list_runs(self, **kwargs):
+        self._record("list_runs", **kwargs)
+        run = types.SimpleNamespace(
+            run_id="r-1", display_name="nightly", state="SUCCEEDED", created_at="2026-01-01",
+            finished_at="2026-01-01",
+        )  # fmt: skip
+        return types.SimpleNamespace(runs=[run])
+
+    def named(self, name):
+        return [kwargs for call, kwargs in self.calls if call == name]
+
+
+def test_submit_creates_the_pipeline_then_runs_it():
+    client = FakeClient()
+    uploaded = remote.upload(client, "p.yaml", "transfer-learning")
+    assert uploaded == remote.Uploaded("p-1", "v-1", "first", True)
+    run_id = remote.submit(client, uploaded, experiment="exp", run_name="n", params={"seed": 1})
+    assert run_id == "r-1"
+    (run,) = client.named("run_pipeline")
+    assert run == {
+        "experiment_id": "e-1",
+        "job_name": "n",
+        "pipeline_id": "p-1",
+        "version_id": "v-1",
+        "params": {"seed": 1},
+    }
+    assert remote.run_url("http://kfp:8080/", run_id) == "http://kfp:8080/#/runs/details/r-1"
+
+
+def test_submit_adds_a_version_to_an_existing_pipeline():
+    client = FakeClient(existing_pipeline="p-9")
+    uploaded = remote.upload(client, "p.yaml", "transfer-learning")
+    assert uploaded.pipeline_id == "p-9" and uploaded.version_id == "v-2"
+    assert not uploaded.created_pipeline and not client.named("upload_pipeline")
+    (version,) = client.named("upload_pipeline_version")
+    assert version["pipeline_id"] == "p-9"
+    assert version["pipeline_version_name"].startswith("transfer-learning-")
+
+
+def test_schedule_is_cron_max_concurrency_one_no_catchup():
+    client = FakeClient(existing_pipeline="p-9")
+    uploaded = remote.upload(client, "p.yaml", "transfer-learning")
+    recurring = remote.schedule(
+        client, uploaded, experiment="exp", name="weekly", cron="0 3 * * 1", params={}
+    )
+    assert recurring == "rr-1"
+    (call,) = client.named("create_recurring_run")
+    assert call["cron_expression"] == "0 0 3 * * 1"
+    assert call["max_concurrency"] == 1
+    assert call["no_catchup"] is True
+    assert call["version_id"] == "v-2"
+    with pytest.raises(ValueError, match="5 or 6 fields"):
+        remote.kfp_cron("* * *")
+
+
+def test_runs_lists_newest_first():
+    client = FakeClient()
+    runs = remote.list_runs(client, experiment="exp", limit=5)
+    assert runs[0]["state"] == "SUCCEEDED"
+    (call,) = client.named("list_runs")
+    assert call == {"page_size": 5, "sort_by": "created_at desc", "experiment_id": "e-1"}
+    table = remote.format_runs(runs)
+    assert "SUCCEEDED" in table and "nightly" in table and table.startswith("STATE")
+
+
+def test_submit_cli_to_an_unreachable_endpoint_is_one_clear_error(capsys, tmp_path):
+    from tests.conftest import free_port
+
+    host = f"http://127.0.0.1:{free_port()}"
+    code = main(["runs", "--host", host])
+    assert code == 1
+    assert f"cannot reach KFP at {host}" in capsys.readouterr().err
+
+
+def test_metrics_are_written_as_json(tmp_path):
+    from pipelines.adapters import log_metrics
+
+    class Metrics:
+        path = str(tmp_path / "m" / "metrics")
+        logged: typing.ClassVar[dict] = {}
+
+        def log_metric(self, name, value):
+            self.logged[name] = value
+
+    metrics = Metrics()
+    logged = log_metrics(metrics, {"a": 1.5, "b": True, "c": None, "d": float("nan"), "e": "x"})
+    assert logged == {"a": 1.5, "b": 1} == metrics.logged
+    assert json.loads(Path(metrics.path).read_text()) == logged
+
+
+def test_docker_without_an_engine_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    assert main(["run", "--docker", "--store", str(tmp_path / "store")]) == 1
+    assert "--docker needs a running Docker engine" in capsys.readouterr().err
+
+
+def test_local_build_leaves_out_retries_only(tmp_path):
+    from kfp import compiler
+
+    path = tmp_path / "local.yaml"
+    compiler.Compiler().compile(build_pipeline(retries=False), str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert all("retryPolicy" not in task for task in tasks(spec).values())
+    assert tasks(spec)["train-cnn"]["cachingOptions"] == {"enableCache": True}

@@ -1,0 +1,302 @@
+"""Training step: both models train and evaluate, outputs, feature cache, exports, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common import storage
+from components.common.dataset import DataError, load_manifest
+from components.common.digest import file_digest
+from components.data_prep.prep import PrepConfig
+from components.data_prep.prep import run as prep
+from components.training import features
+from components.training.callbacks import NaNGuard, StopAtAccuracy, TrainingDivergedError
+from components.training.config import TrainConfig
+from components.training.evaluate import scores
+from components.training.models import build_seed_cnn, build_transfer
+from components.training.train import run
+from tests.conftest import make_idx_dataset
+
+TRANSFER = {"model": "inception_v3", "input_size": 75, "cut_layer": "mixed0"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """A prepared tiny dataset: 8x8 grayscale, 10 classes, 108/12/40 images."""
+    root = tmp_path_factory.mktemp("training-data")
+    source = make_idx_dataset(root / "idx", n_train=120, n_test=40)
+    return prep(PrepConfig(store=str(root / "store"), source=str(source))).uri
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory) -> str:
+    """A randomly initialised InceptionV3 (no top) saved as a weights file."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "inception_v3_notop.weights.h5"
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
+    base.save_weights(str(path))
+    return str(path)
+
+
+def config(dataset: str, tmp_path: Path, **overrides) -> TrainConfig:
+    values = {
+        "dataset_uri": dataset,
+        "output_dir": str(tmp_path / "out"),
+        "input_size": 16,
+        "epochs": 1,
+        "batch_size": 16,
+        "cache_dir": str(tmp_path / "cache"),
+        "seed": 3,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def serve(saved_model: Path, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(saved_model))
+    outputs = loaded.signatures["serving_default"](image=tf.constant(images))
+    return next(iter(outputs.values())).numpy()
+
+
+def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
+    import keras
+
+    result = run(config(dataset, tmp_path, epochs=2, patience=0))
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    manifest = load_manifest(dataset)
+    assert result.epochs_run == metrics["epochs_run"] == 2
+    assert metrics["model"] == "seed_cnn" and metrics["pretrained"] is False
+    assert metrics["class_names"] == list(manifest.class_names)
+    assert metrics["dataset_version"] == manifest.version and metrics["seed"] == 3
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and math.isfinite(metrics["test_loss"])
+    confusion = np.asarray(metrics["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == manifest.splits["test"].count
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
+    assert sum(c["support"] for c in metrics["per_class"].values()) == confusion.sum()
+    assert metrics["params_trainable"] == metrics["params_total"] > 0
+    assert history["epoch"] == [1, 2] and history["phase"] == ["head", "head"]
+    assert {len(values) for values in history.values()} == {2}
+    assert all(v > 0 for v in history["images_per_second"])
+    wrong = np.load(out / "misclassified.npz")
+    assert wrong["images"].dtype == np.uint8 and wrong["images"].shape[1:] == (8, 8, 1)
+    assert len(wrong["labels"]) == min(36, confusion.sum() - np.trace(confusion))
+    assert np.all(wrong["labels"] != wrong["predictions"])
+    assert json.loads((out / "config.json").read_text())["input_size"] == 16
+    assert not list(out.glob(".staging-*"))
+    # The exported SavedModel takes raw uint8 images and agrees with the Keras model.
+    images = (wrong["images"] if len(wrong["images"]) else np.zeros((2, 8, 8, 1), np.uint8))[:4]
+    model = keras.models.load_model(out / "model.keras")
+    expected = model.predict(images, verbose=0)
+    served = serve(out / "saved_model", images)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert served.shape == (len(images), 10)
+
+
+@pytest.mark.slow
+def test_transfer_trains_on_cached_features_and_exports(tmp_path, inception_weights, gcs_bucket):
+    # Dataset and weights both come from a gs:// store (the GCS emulator).
+    source = make_idx_dataset(tmp_path / "idx", n_train=60, n_test=20)
+    dataset = prep(PrepConfig(store=gcs_bucket, source=str(source))).uri
+    weights = f"{gcs_bucket}/weights/abc/inception_v3_notop.weights.h5"
+    storage.upload_file(inception_weights, weights)
+    result = run(config(dataset, tmp_path, weights=weights, **TRANSFER))
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert result.pretrained and metrics["pretrained"] is True
+    assert metrics["weights_sha256"] == file_digest(inception_weights)
+    assert metrics["dataset_uri"].startswith("gs://")
+    assert metrics["feature_seconds"] > 0  # the head trained on cached features
+    assert metrics["params_trainable"] < metrics["params_total"]  # backbone frozen
+    assert metrics["epochs_run"] == 1 and metrics["input_size"] == 75
+    assert list((tmp_path / "cache" / "features").glob("*/train.bin"))
+    raw = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 1), dtype=np.uint8)
+    probabilities = serve(out / "saved_model", raw)
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_cached_features_give_the_same_predictions_as_the_full_model(tmp_path):
+    import tensorflow as tf
+
+    built = build_transfer((8, 8, 1), 10, 75, None, cut_layer="mixed0", seed=1)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (20, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(6)
+    feature_file = features.extract(built.features, batches, tmp_path, "test", "float32")
+    streamed = features.feature_dataset(feature_file, 6, training=False, seed=0)
+    via_features = np.concatenate([built.head(f, training=False).numpy() for f, _ in streamed])
+    via_full = built.full(images, training=False).numpy()
+    np.testing.assert_allclose(via_features, via_full, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(feature_file.labels, labels)
+
+
+def test_models_build_with_the_right_shapes_and_no_nans():
+    cnn = build_seed_cnn((28, 28, 1), 10, 56)
+    out = cnn(np.zeros((2, 28, 28, 1), np.uint8)).numpy()
+    assert out.shape == (2, 10) and np.all(np.isfinite(out))
+    names = [layer.name for layer in cnn.layers]
+    assert [cnn.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [32, 32, 64]
+    assert cnn.get_layer("conv1").kernel_size == (2, 2) and "dense_hidden" in names
+    assert cnn.get_layer("dense_hidden").units == 1024
+    assert cnn.get_layer("dropout").rate == pytest.approx(0.2)
+    augmented = build_seed_cnn((28, 28, 1), 10, 28, augmentation=1.0)
+    assert "augment" in [layer.name for layer in augmented.layers]
+
+
+def test_scores_per_class_and_confusion():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32)
+    labels = np.array([0, 1, 1, 1])
+    images = np.zeros((4, 2, 2, 1), np.uint8)
+    result = scores(probs, labels, images, ("a", "b"))
+    assert result.accuracy == pytest.approx(0.75)
+    assert result.confusion.tolist() == [[1, 0], [1, 2]]
+    assert result.per_class["a"]["precision"] == pytest.approx(0.5)
+    assert result.per_class["b"]["recall"] == pytest.approx(2 / 3)
+    assert result.per_class["b"]["f1"] == pytest.approx(0.8)
+    assert result.misclassified["labels"].tolist() == [1]
+    expected_loss = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
+    assert result.loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_stop_at_accuracy_reads_accuracy_and_legacy_acc():
+    class Model:
+        stop_training = False
+
+    for logs in ({"accuracy": 0.99}, {"acc": 0.99}):
+        callback = StopAtAccuracy(0.98)
+        callback.set_model(Model())
+        callback.on_epoch_end(0, logs)
+        assert callback.model.stop_training
+    callback = StopAtAccuracy(0.98)
+    callback.set_model(Model())
+    callback.on_epoch_end(0, {"accuracy": 0.5})
+    assert not callback.model.stop_training
+
+
+def test_nan_loss_stops_and_fails_clearly():
+    class Model:
+        stop_training = False
+
+    guard = NaNGuard()
+    guard.set_model(Model())
+    guard.on_epoch_begin(2)
+    guard.on_batch_end(7, {"loss": float("nan")})
+    assert guard.model.stop_training
+    with pytest.raises(TrainingDivergedError, match="epoch 3, batch 7"):
+        guard.check(0.1)
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_dataset_without_manifest_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no manifest"):
+        run(config(str(tmp_path / "empty"), tmp_path))
+
+
+def test_shard_with_wrong_hash_is_refused(tmp_path):
+    source = make_idx_dataset(tmp_path / "idx", n_train=40, n_test=20)
+    uri = prep(PrepConfig(store=str(tmp_path / "store"), source=str(source))).uri
+    shard = next(Path(uri).glob("test-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(DataError, match=f"{shard.name}.*sha256"):
+        run(config(uri, tmp_path))
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_empty_split_is_refused(tmp_path):
+    source = make_idx_dataset(tmp_path / "idx", n_train=40, n_test=20)
+    uri = prep(PrepConfig(store=str(tmp_path / "store"), source=str(source), val_fraction=0)).uri
+    with pytest.raises(DataError, match="'validation' split is empty"):
+        run(config(uri, tmp_path))
+
+
+def test_class_count_mismatch_is_refused(dataset, tmp_path):
+    with pytest.raises(DataError, match="10 classes but the model was configured for 5"):
+        run(config(dataset, tmp_path, num_classes=5))
+
+
+def test_input_size_below_backbone_minimum_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match="below inception_v3's minimum of 75"):
+        config(dataset, tmp_path, model="inception_v3", input_size=74)
+
+
+def test_weights_that_do_not_fit_the_backbone_name_the_layer(dataset, tmp_path):
+    import keras
+
+    other = tmp_path / "other.weights.h5"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="odd_dense")]).save_weights(
+        str(other)
+    )
+    with pytest.raises(DataError, match=r"other\.weights\.h5: weights do not fit InceptionV3"):
+        run(config(dataset, tmp_path, weights=str(other), **TRANSFER))
+    with pytest.raises(DataError, match="weights file not found"):
+        run(config(dataset, tmp_path, weights=str(tmp_path / "missing.h5"), **TRANSFER))
+
+
+@pytest.mark.slow
+def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
+    result = run(
+        config(
+            dataset,
+            tmp_path,
+            model="inception_v3",
+            input_size=75,
+            cut_layer="mixed1",
+            fine_tune_from="mixed0",
+            fine_tune_epochs=1,
+            checkpoint_dir=str(tmp_path / "checkpoints"),
+        )
+    )
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    metrics = result.metrics
+    assert history["phase"] == ["head", "fine_tune"] and history["epoch"] == [1, 2]
+    assert metrics["pretrained"] is False and metrics["display_name"].endswith("(random init)")
+    assert metrics["feature_seconds"] > 0  # head phase on features, fine-tuning end to end
+    assert metrics["params_trainable"] < metrics["params_total"]
+    assert not (tmp_path / "checkpoints").exists()  # cleared after success
+
+
+def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp_path, monkeypatch):
+    from components.training import outputs
+
+    checkpoints = str(tmp_path / "checkpoints")
+    original = outputs.write_all
+
+    def crash(*args, **kwargs):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(outputs, "write_all", crash)
+    with pytest.raises(OSError, match="disk went away"):
+        run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    pointer = json.loads((Path(checkpoints) / "head" / "LATEST.json").read_text())
+    assert pointer["done"] and pointer["epoch"] == 2
+    monkeypatch.setattr(outputs, "write_all", original)
+    result = run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    assert result.resumed and result.epochs_run == 2
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    assert not Path(checkpoints).exists()
+
+
+def test_checkpoint_of_another_configuration_is_refused(dataset, tmp_path):
+    head = tmp_path / "checkpoints" / "head"
+    head.mkdir(parents=True)
+    (head / "LATEST.json").write_text(
+        json.dumps({"epoch": 1, "folder": "state-0001-x", "files": [], "done": False,
+                    "extra": {"model": "seed_cnn", "num_classes": 5}})
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="checkpoint was made with num_classes=5"):
+        run(config(dataset, tmp_path, checkpoint_dir=str(tmp_path / "checkpoints")))

@@ -1,0 +1,99 @@
+"""Training resume: SIGKILL mid-training then rerun resumes; SIGTERM saves and exits 143."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.common import storage
+from components.data_prep.prep import PrepConfig
+from components.data_prep.prep import run as prep
+from tests.conftest import REPO, make_idx_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("resume-data")
+    source = make_idx_dataset(root / "idx", n_train=300, n_test=20)
+    return prep(PrepConfig(store=str(root / "store"), source=str(source))).uri
+
+
+def start(dataset: str, tmp_path: Path, checkpoint_dir: str, epochs: int) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "components.training", "cnn",
+        "--dataset", dataset,
+        "--output-dir", str(tmp_path / "out"),
+        "--cache-dir", str(tmp_path / "cache"),
+        "--checkpoint-dir", checkpoint_dir,
+        "--input-size", "32", "--batch-size", "16", "--patience", "0",
+        "--epochs", str(epochs), "--log-format", "json",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_epoch(checkpoint_dir: str, epoch: int, process: subprocess.Popen) -> dict:
+    """Poll the store until the head phase's LATEST pointer reaches `epoch`."""
+    latest = storage.join(checkpoint_dir, "head", "LATEST.json")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if storage.exists(latest):
+            pointer = json.loads(storage.read_text(latest))
+            if pointer["epoch"] >= epoch:
+                return pointer
+        if process.poll() is not None:
+            pytest.fail(f"training exited early ({process.returncode}): {process.stdout.read()}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("no checkpoint appeared")
+
+
+def test_sigkill_then_rerun_resumes_from_the_saved_epoch(dataset, tmp_path, gcs_bucket):
+    checkpoint_dir = f"{gcs_bucket}/checkpoints/cnn"
+    epochs = 6
+    first = start(dataset, tmp_path, checkpoint_dir, epochs)
+    pointer = wait_for_epoch(checkpoint_dir, 1, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert first.returncode == -signal.SIGKILL
+    assert not pointer["done"] and pointer["epoch"] < epochs
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+    second = start(dataset, tmp_path, checkpoint_dir, epochs)
+    log, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, log
+    restored = [json.loads(line) for line in log.splitlines() if '"checkpoint_restored"' in line]
+    assert restored and restored[0]["epoch"] >= pointer["epoch"]
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert history["epoch"] == list(range(1, epochs + 1))
+    assert metrics["epochs_run"] == epochs and metrics["resumed"] is True
+    # The rerun trained only the epochs that were missing.
+    trained = [json.loads(line)["epoch"] for line in log.splitlines() if '"epoch_end"' in line]
+    assert trained == list(range(restored[0]["epoch"] + 1, epochs + 1))
+    assert storage.list_uris(checkpoint_dir) == []  # cleared after success
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(dataset, tmp_path):
+    checkpoint_dir = str(tmp_path / "checkpoints")
+    process = start(dataset, tmp_path, checkpoint_dir, epochs=50)
+    wait_for_epoch(checkpoint_dir, 1, process)
+    process.send_signal(signal.SIGTERM)
+    log, _ = process.communicate(timeout=60)
+    assert process.returncode == 143, log
+    assert '"sigterm_received"' in log
+    pointer = json.loads((Path(checkpoint_dir) / "head" / "LATEST.json").read_text())
+    assert pointer["epoch"] >= 1 and not pointer["done"]
+    saved = Path(checkpoint_dir) / "head" / pointer["folder"]
+    assert (saved / "latest.weights.h5").stat().st_size > 0
+    assert json.loads((saved / "training_metadata.json").read_text())["epoch"] == pointer["epoch"]
+    assert not (tmp_path / "out" / "metrics.json").exists()
