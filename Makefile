@@ -40,7 +40,7 @@ lint: $(STAMP) ## Lint and format-check with ruff
 	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP) ## Run the test suite (installs first when .venv is missing or stale)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not deploy" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~5 min)
 	$(PY) -m bench $(if $(QUICK),--quick)
@@ -118,5 +118,5 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
-check-deploy: $(STAMP) $(CHECKOV_VENV)/.installed ## hadolint, shellcheck, kustomize + kubernetes-validate, checkov
-	$(VENV)/bin/pytest -p no:cacheprovider tests/test_deploy.py
+check-deploy: $(STAMP) $(CHECKOV_VENV)/.installed ## Deploy checks: hadolint, shellcheck, kubernetes-validate, checkov, image install replay
+	$(VENV)/bin/pytest -p no:cacheprovider tests/test_deploy.py tests/test_deploy_install.py

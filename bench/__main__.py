@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     path = folder / f"{machine_slug(machine)}{suffix}.json"
+    if path.exists() and set(wanted) != set(SECTIONS):
+        # A partial run (--only) updates its sections and keeps the others.
+        previous = json.loads(path.read_text())
+        results["sections"] = {**previous.get("sections", {}), **results["sections"]}
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"results: {path}")
     if args.report or not args.quick:

@@ -54,7 +54,10 @@ def render_result(result: dict) -> str:
     out = [machine_section(result)]
     if "data" in s:
         d = s["data"]
-        out.append("\n**Input pipeline** (same test-split images; batch 128)\n\n")
+        out.append(
+            f"\n**Input pipeline** (same test-split images; batch 128; best of "
+            f"{d.get('repeats', 1)})\n\n"
+        )
         out.append(table(["reader", "images/s", "x blog generator", "goal"], [
             ["data prep: IDX to verified shards, all splits", d["prep_images_per_s"], "", ""],
             ["tf.data shards, first epoch (native uint8; resizing is in the model)",

@@ -285,6 +285,7 @@ def checkov() -> Path:
 
 @needs_kubectl
 @pytest.mark.slow
+@pytest.mark.deploy
 @pytest.mark.parametrize(
     ("folder", "frameworks"),
     [("k8s", ["kubernetes", "kustomize"]), ("docker", ["dockerfile"])],

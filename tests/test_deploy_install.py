@@ -100,6 +100,7 @@ def image_venv(tmp_path_factory, package_index) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.deploy
 def test_install_uses_only_pinned_versions(image_venv):
     freeze = subprocess.run(
         [str(image_venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
@@ -120,6 +121,7 @@ def test_install_uses_only_pinned_versions(image_venv):
 
 
 @pytest.mark.slow
+@pytest.mark.deploy
 @pytest.mark.parametrize("module", STEP_MODULES)
 def test_every_step_cli_starts_from_the_installed_environment(image_venv, module, tmp_path):
     if not (REPO / Path(*module.split("."))).joinpath("__main__.py").is_file():
@@ -146,6 +148,7 @@ def test_every_step_cli_starts_from_the_installed_environment(image_venv, module
 
 
 @pytest.mark.slow
+@pytest.mark.deploy
 def test_gpu_image_resolves_to_pinned_versions_only(tmp_path, package_index):
     """The GPU image's install, resolved without downloading: every package has a pin."""
     context = build_context(tmp_path / "src")

@@ -16,7 +16,7 @@ def train(
     store: str,
     model: str = "seed_cnn",
     weights_uri: str = "",
-    input_size: int = 28,
+    input_size: int = 0,
     epochs: int = 10,
     batch_size: int = 128,
     optimizer: str = "adam",
