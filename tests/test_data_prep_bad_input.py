@@ -272,3 +272,25 @@ def test_bad_image_inside_archive_is_named_by_its_place_in_the_archive(tmp_path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tree, arcname=".")
     prep_fails(archive, tmp_path / "store", rf"^{archive}/train/dog/3\.png: zero-byte image$")
+
+
+def test_sixteen_bit_images_are_refused_not_clipped(image_tree: Path, tmp_path: Path):
+    wide = np.full((5, 6), 40000, dtype=np.uint16)
+    Image.fromarray(wide).save(image_tree / "train" / "cat" / "0.png")
+    prep_fails(image_tree, tmp_path / "store", r"train/cat/0\.png: I;16 pixels .* not supported")
+
+
+def test_gzip_with_trailing_member_is_refused(idx_source: Path, tmp_path: Path):
+    path = idx_source / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes() + gzip.compress(b"\x00" * 1000))
+    prep_fails(idx_source, tmp_path / "store", r"t10k-labels.*trailing data after the gzip")
+
+
+def test_archive_bomb_is_refused_before_extraction(tmp_path: Path, monkeypatch):
+    from components.data_prep import sources
+
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_BYTES", 1000)
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("train/a/0.png", b"\x00" * 5000)
+    prep_fails(archive, tmp_path / "store", r"bomb\.zip: unpacks to 5000 bytes, more than 1000")

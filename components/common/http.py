@@ -90,7 +90,7 @@ def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolic
                 # read1 hands over whatever has arrived, so the bytes received before a broken
                 # connection reach the disk and the next attempt resumes after them
                 # (iter_content would drop a partly filled chunk).
-                while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+                while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
                     handle.write(chunk)
                     received += len(chunk)
                 handle.flush()

@@ -224,7 +224,7 @@ def write_bytes(uri: str, data: bytes, *, if_generation_match: int | None = None
         if before != if_generation_match:
             raise PreconditionFailedError(f"writing {uri}: the object changed meanwhile")
         _local_atomic_write(path, lambda handle: handle.write(data))
-        if generation(uri) == before:  # same mtime tick: make the change visible
+        if generation(uri) <= before:  # same (or a coarse) clock tick: the change must show
             os.utime(path, ns=(before + 1, before + 1))
 
 
@@ -299,7 +299,12 @@ def list_uris(prefix: str) -> list[str]:
     root = Path(prefix)
     if not root.is_dir():
         return []
-    return sorted(str(path) for path in root.rglob("*") if path.is_file())
+    # Dot files are this module's temporary and lock files, never objects.
+    return sorted(
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
 
 
 def delete(uri: str) -> None:

@@ -17,8 +17,11 @@ from PIL import Image, UnidentifiedImageError
 from components.common.dataset import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
-ALLOWED_FORMATS = frozenset({"PNG", "JPEG"})
-GRAYSCALE_MODES = frozenset({"1", "L", "I", "I;16", "F"})
+# MPO is how Pillow reports camera JPEGs that carry extra pictures; the first one is decoded.
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
+GRAYSCALE_MODES = frozenset({"1", "L"})
+# 16-bit and float pixels do not fit uint8 shards; converting would silently clip them.
+WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "F"})
 
 
 def find_root(folder: Path) -> Path:
@@ -73,6 +76,11 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise DataError(f"{name}: corrupt image ({error})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
+    if image.mode in WIDE_MODES:
+        raise DataError(
+            f"{name}: {image.mode} pixels (16-bit or float) are not supported; "
+            "save the images as 8-bit grayscale or RGB"
+        )
     return image
 
 

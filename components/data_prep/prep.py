@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -186,7 +187,12 @@ def _publish(out: Path, manifest: Manifest, uri: str) -> bool:
         return _publish_local(out, manifest, Path(uri))
     for split in manifest.splits.values():
         for shard in split.shards:
-            storage.upload_file(out / shard.file, storage.join(uri, shard.file))
+            # Create-only: a shard that a published manifest names is never replaced; one that
+            # exists was written by a concurrent or earlier run of the same version.
+            with contextlib.suppress(storage.PreconditionFailedError):
+                storage.upload_file(
+                    out / shard.file, storage.join(uri, shard.file), if_generation_match=0
+                )
     try:
         storage.write_text(
             storage.join(uri, MANIFEST_NAME), manifest.to_json(), if_generation_match=0

@@ -24,6 +24,8 @@ from components.data_prep.idx import FASHION_MNIST_FILES
 OFFICIAL_FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+MAX_ARCHIVE_BYTES = 64 << 30  # largest total size an archive may unpack to (bomb guard)
+MAX_ARCHIVE_ENTRIES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,11 @@ def resolve(source: str, work: Path, policy: RetryPolicy = RetryPolicy()) -> Res
                 "nor a train/ folder"
             )
         tree = work / "tree"
-        for uri, name in zip(objects, sorted(names), strict=True):
+        for uri in objects:
+            name = uri[len(prefix) :]
+            if name.endswith("/"):  # a console "folder" placeholder
+                continue
+            _check_member(name, Path(description))
             _fetch(uri, tree / name, policy)
         return ResolvedSource("folder", description, tree, _hash_tree(tree))
     folder = Path(description)
@@ -130,17 +136,33 @@ def _check_member(name: str, archive: Path) -> None:
         raise DataError(f"{archive}: entry {name!r} escapes the target folder")
 
 
+def _check_totals(archive: Path, entries: int, total_bytes: int) -> None:
+    if entries > MAX_ARCHIVE_ENTRIES:
+        raise DataError(f"{archive}: {entries} entries, more than {MAX_ARCHIVE_ENTRIES}")
+    if total_bytes > MAX_ARCHIVE_BYTES:
+        raise DataError(
+            f"{archive}: unpacks to {total_bytes} bytes, more than {MAX_ARCHIVE_BYTES} "
+            "(possible archive bomb)"
+        )
+
+
 def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract a .tar.gz/.tgz/.zip after checking every entry; links and escapes are errors."""
+    """Extract a .tar.gz/.tgz/.zip after checking every entry: links, escapes, bombs are errors.
+
+    The declared sizes bound what is written: zipfile and tarfile refuse to write more than an
+    entry declares.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zipped:
-                for info in zipped.infolist():
+                infos = zipped.infolist()
+                for info in infos:
                     _check_member(info.filename, archive)
                     mode = info.external_attr >> 16
                     if stat.S_ISLNK(mode):
                         raise DataError(f"{archive}: entry {info.filename!r} is a symbolic link")
+                _check_totals(archive, len(infos), sum(info.file_size for info in infos))
                 zipped.extractall(dest)
             return
         with tarfile.open(archive, "r:gz") as tarred:
@@ -151,6 +173,7 @@ def extract_archive(archive: Path, dest: Path) -> None:
                     raise DataError(f"{archive}: entry {member.name!r} is a link")
                 if not (member.isfile() or member.isdir()):
                     raise DataError(f"{archive}: entry {member.name!r} is not a file or folder")
+            _check_totals(archive, len(members), sum(member.size for member in members))
             tarred.extractall(dest, members=members, filter="data")
     except DataError:
         raise
