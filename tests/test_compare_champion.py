@@ -173,3 +173,14 @@ def test_gate_gives_up_when_the_file_keeps_changing(tmp_path):
 
     with pytest.raises(storage.StorageError, match="kept changing"):
         gate(uri, record(0.99), MARGIN, before_write=meddle)
+
+
+def test_a_gate_run_again_after_its_write_recognises_its_own_promotion(tmp_path):
+    uri = str(tmp_path / "champion" / "fashion_mnist.json")
+    record = {"model": "cnn", "test_accuracy": 0.91, "test_loss": 0.3, "test_split_sha256": "s"}
+    first = gate(uri, record, 0.005)
+    again = gate(uri, dict(record), 0.005)  # e.g. the compare task retried after the write
+    assert first.promoted and again.promoted
+    assert "already promoted by this run" in again.reason
+    other = gate(uri, {**record, "model": "transfer"}, 0.005)  # equal accuracy, another model
+    assert not other.promoted and "not better" in other.reason

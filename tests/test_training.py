@@ -300,3 +300,31 @@ def test_checkpoint_of_another_configuration_is_refused(dataset, tmp_path):
     )  # fmt: skip
     with pytest.raises(ValueError, match="checkpoint was made with num_classes=5"):
         run(config(dataset, tmp_path, checkpoint_dir=str(tmp_path / "checkpoints")))
+
+
+def test_diverged_training_saves_no_checkpoint(dataset, tmp_path):
+    # A learning rate this large sends the loss to inf/NaN in the first epoch.
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(TrainingDivergedError):
+        run(
+            config(
+                dataset, tmp_path, learning_rate=1e12, epochs=3, checkpoint_dir=str(checkpoints)
+            )
+        )
+    assert not list(checkpoints.rglob("*.weights.h5"))  # no retry resumes from NaN weights
+
+
+def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path):
+    with pytest.raises(ValueError, match="cut at mixed1 has no layer 'mixed5'"):
+        run(
+            config(
+                dataset,
+                tmp_path,
+                model="inception_v3",
+                input_size=75,
+                cut_layer="mixed1",
+                fine_tune_from="mixed5",
+                fine_tune_epochs=1,
+            )
+        )
+    assert not (tmp_path / "out" / "history.json").exists()

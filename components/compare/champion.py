@@ -26,6 +26,7 @@ from typing import Any
 
 from components.common import storage
 from components.common.dataset import DataError
+from components.common.digest import json_digest
 from components.common.logging import get_logger
 from components.compare.inputs import number
 
@@ -146,15 +147,25 @@ def gate(
     `before_write(attempt)` is called after each decision to promote, before the conditional
     write (tests use it to make two gates race).
     """
+    # Identifies this candidate in the record it writes, so that a retried gate (a task rerun
+    # after its write, or a write whose success answer was lost) recognises its own promotion.
+    fingerprint = json_digest(candidate)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             gen, current = _read_current(uri)
+            if current is not None and current.get("candidate_sha256") == fingerprint:
+                reason = "already promoted by this run (the gate ran again after its write)"
+                log.info("champion_decision", decision="promote", reason=reason, attempt=attempt)
+                return Decision(
+                    "promote", reason, True, uri, current.get("previous"), current, attempt
+                )
             decision, reason = decide(candidate, current, margin, promote_on_new_split)
             if decision != "promote":
                 log.info("champion_decision", decision=decision, reason=reason, attempt=attempt)
                 return Decision(decision, reason, False, uri, current, None, attempt)
             record = {
                 **candidate,
+                "candidate_sha256": fingerprint,
                 "format_version": RECORD_FORMAT,
                 "promoted_at": now().isoformat(timespec="seconds"),
                 "reason": reason,

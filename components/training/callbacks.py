@@ -107,6 +107,7 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
             self.bad_at = (self._epoch + 1, batch)
             self.model.stop_training = True
             self.model._interrupted = True  # no checkpoint marks this phase done
+            self.model._diverged = True  # and no checkpoint of NaN weights is saved at all
 
     def check(self, learning_rate: float) -> None:
         """Raise if the loss went NaN/inf during the last fit."""

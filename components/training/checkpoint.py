@@ -109,6 +109,10 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
             log.info("checkpoint_restored", uri=self.store_dir, epoch=self.resumed_epoch)
 
     def _save_model(self):
+        if getattr(self.model, "_diverged", False):
+            # Diverged weights must not become the state every retry resumes from.
+            log.warning("checkpoint_skipped_diverged", uri=self.store_dir)
+            return
         super()._save_model()
         self.push()
 

@@ -53,7 +53,17 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     }
     if config.model == "seed_cnn":
         return build_seed_cnn(**common)
-    return build_transfer(**common, weights=weights, cut_layer=config.cut_layer, model=config.model)
+    built = build_transfer(
+        **common, weights=weights, cut_layer=config.cut_layer, model=config.model
+    )
+    layers = {layer.name for layer in built.backbone.layers}
+    if config.fine_tune_from and config.fine_tune_from not in layers:
+        # Checked now, not after the head phase has spent its time.
+        raise ValueError(
+            f"fine_tune_from: the backbone cut at {config.cut_layer} has no layer "
+            f"{config.fine_tune_from!r}"
+        )
+    return built
 
 
 def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr: float) -> None:
@@ -111,6 +121,7 @@ def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr
     callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, backup))
     model._initial_epoch = None
     model._interrupted = False
+    model._diverged = False
     model.fit(
         train_ds,
         validation_data=val_ds,
@@ -236,9 +247,11 @@ def run(config: TrainConfig) -> TrainResult:
             ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
             preemption.install()
             try:
+                # Compile (the optimizer's variables) as well as build inside the scope: with
+                # several GPUs every variable must be created under MirroredStrategy.
                 with runtime.strategy.scope():
                     built = build(config, manifest, weights)
-                model = train(ctx, built, splits)
+                    model = train(ctx, built, splits)
             finally:
                 preemption.uninstall()
             test_ds = data.batched(
