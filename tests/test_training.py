@@ -307,9 +307,7 @@ def test_diverged_training_saves_no_checkpoint(dataset, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(TrainingDivergedError):
         run(
-            config(
-                dataset, tmp_path, learning_rate=1e12, epochs=3, checkpoint_dir=str(checkpoints)
-            )
+            config(dataset, tmp_path, learning_rate=1e12, epochs=3, checkpoint_dir=str(checkpoints))
         )
     assert not list(checkpoints.rglob("*.weights.h5"))  # no retry resumes from NaN weights
 
