@@ -275,3 +275,12 @@ def test_headline_does_not_repeat_what_display_names_already_say(tmp_path):
         "(InceptionV3 (random init), NOT pretrained) by +80.0 points: 0.9000 vs 0.1000 test "
         "accuracy."
     )
+
+
+def test_dollar_signs_in_names_are_text_not_math(tmp_path):
+    names = [f"price $ {i}" if i % 2 else f"a$\\bogus$ {i}" for i in range(len(CLASS_NAMES))]
+    cnn = write_run(tmp_path / "cnn", class_names=names, display_name="CNN $1")
+    transfer = write_run(tmp_path / "transfer", class_names=names, display_name="Inc$eption$")
+    result = compare(tmp_path, cnn, transfer)
+    assert (tmp_path / "out" / "per_class.png").stat().st_size > 0
+    assert "CNN $1" in Path(result.report_html).read_text()

@@ -170,7 +170,15 @@ def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
 
 
 def all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, bytes]]:
-    """Every figure: {file name: (caption, PNG bytes)}, in report order."""
+    """Every figure: {file name: (caption, PNG bytes)}, in report order.
+
+    Class and model names are shown as written: a `$` in them is text, not math markup.
+    """
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _all_figures(cnn, transfer)
+
+
+def _all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, bytes]]:
     figures = {
         "accuracy.png": (
             "Training and validation accuracy",
