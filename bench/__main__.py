@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "sections": {},
     }
+    folder = Path(args.results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    path = folder / f"{machine_slug(machine)}{suffix}.json"
+    if path.exists() and set(wanted) != set(SECTIONS):
+        # A partial run (--only) updates its sections and keeps the others.
+        results["sections"] = json.loads(path.read_text()).get("sections", {})
     for name in wanted:
         print(f"== {name} ==", flush=True)
         section_argv = ["--source", args.source] + (["--quick"] if args.quick else [])
@@ -70,15 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = SECTIONS[name](section_argv)
         outcome.pop("machine", None)
         results["sections"][name] = outcome
-    folder = Path(args.results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
-    path = folder / f"{machine_slug(machine)}{suffix}.json"
-    if path.exists() and set(wanted) != set(SECTIONS):
-        # A partial run (--only) updates its sections and keeps the others.
-        previous = json.loads(path.read_text())
-        results["sections"] = {**previous.get("sections", {}), **results["sections"]}
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        # Saved after every section: a long run that stops keeps what it measured.
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"results: {path}")
     if args.report or not args.quick:
         report = Path(args.report) if args.report else Path("docs/BENCHMARKS.md")

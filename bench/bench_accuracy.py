@@ -6,7 +6,7 @@ time budget runs out (then the best accuracy so far is reported). Ours: the proj
 input and default recipe at its default input size. The blog's: `ImageDataGenerator` from PNG
 folders at 150x150, RMSprop, one generator for train and test.
 
-Run: python -m bench.bench_accuracy [--quick] [--target 0.90] [--budget-s 420]
+Run: python -m bench.bench_accuracy [--quick] [--target 0.90] [--budget-s 300]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     from components.common.logging import configure
 
     configure("WARNING")
-    budget = args.budget_s or (60.0 if args.quick else 420.0)
+    budget = args.budget_s or (60.0 if args.quick else 300.0)
     dataset = prepare(args.source, 1000 if args.quick else None)
     rows, results = [], {"machine": machine_info(), "target": args.target, "budget_s": budget}
     for name, contender in (("ours", ours), ("blog", blog)):

@@ -125,7 +125,8 @@ def render_result(result: dict) -> str:
         t = s["training"]
         rows = [
             [f"ours: seed_cnn, default recipe ({t['cnn_input_size']}px)", t["cnn_test_accuracy"]],
-            ["ours: InceptionV3 transfer, NOT pretrained (random init), 1 head epoch",
+            [f"ours: InceptionV3 transfer, NOT pretrained (random init), 1 head epoch "
+             f"(subset: {t.get('transfer_test_images', '?')} test images)",
              t["transfer_test_accuracy_random_init"]],
             ["ours: InceptionV3 transfer, pretrained on ImageNet",
              "not measured: the ImageNet weights are not reachable from this machine"],
