@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.bench_training import REPO, SCRATCH, WORK
+from bench.bench_training import REPO, WORK
 from bench.machine import machine_info, print_table
 
 STORE = WORK / "memory-store"
@@ -61,12 +61,15 @@ def main(argv: list[str] | None = None) -> dict:
         [*python, "components.weights", "--store", str(STORE), "--url", str(path),
          "--sha256", sha256, "--no-keras-cache"]
     )  # fmt: skip
-    runs = SCRATCH / "runs"  # bench_training's runs, when it ran in this process
-    if (runs / "cnn" / "metrics.json").exists() and (runs / "transfer" / "metrics.json").exists():
+    # bench_training's runs: the latest CNN run in bench/work. Its transfer run may be on a
+    # subset (another test split, which compare rightly refuses), so compare gets the full-size
+    # CNN run on both sides: the same figures, plots and report work as for two models.
+    cnn_runs = sorted(WORK.glob("run-*/runs/cnn/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if cnn_runs:
+        cnn = cnn_runs[-1].parent
         results["compare_peak_rss_gib"] = peak_rss_gib(
-            [*python, "components.compare", "--cnn-dir", str(runs / "cnn"),
-             "--transfer-dir", str(runs / "transfer"), "--output-dir", str(WORK / "compare"),
-             "--store", str(STORE)]
+            [*python, "components.compare", "--cnn-dir", str(cnn), "--transfer-dir", str(cnn),
+             "--output-dir", str(WORK / "compare"), "--store", str(STORE)]
         )  # fmt: skip
     results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
     rows = [[key.removesuffix("_peak_rss_gib"), value] for key, value in results.items()
