@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
+from components.common import storage
 from components.common.dataset import DataError
 from components.common.http import DownloadError
 from components.common.logging import configure, get_logger
@@ -42,6 +44,12 @@ def run_main(name: str, args: argparse.Namespace, body: Callable[[], object]) ->
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def write_summary(path: str | None, summary: dict) -> None:
+    """Write a step's result summary as JSON (atomically) when --output-json names a file."""
+    if path:
+        storage.write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def size_pair(text: str) -> tuple[int, int]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from components.common.cli import add_common_arguments, run_main
+from components.common.cli import add_common_arguments, run_main, write_summary
 from components.compare.compare import CompareConfig, run
 
 
@@ -59,16 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             run_id=args.run_id,
         )
         result = run(config)
-        if args.output_json:
-            summary = {
-                "winner": result.winner,
-                "report_html": result.report_html,
-                "summary_md": result.summary_md,
-                "metrics": result.metrics,
-                "champion": result.champion,
-            }
-            with open(args.output_json, "w") as handle:
-                json.dump(summary, handle, indent=2)
+        summary = {
+            "winner": result.winner,
+            "report_html": result.report_html,
+            "summary_md": result.summary_md,
+            "metrics": result.metrics,
+            "champion": result.champion,
+        }
+        write_summary(args.output_json, summary)
 
     return run_main("compare", args, body)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from components.common.cli import add_common_arguments, run_main, size_pair
+from components.common.cli import add_common_arguments, run_main, size_pair, write_summary
 from components.data_prep.prep import PrepConfig, run
 
 
@@ -67,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "cache_hit": result.cache_hit,
             "splits": {name: split.count for name, split in result.manifest.splits.items()},
         }
-        if args.output_json:
-            with open(args.output_json, "w") as handle:
-                json.dump(summary, handle, indent=2)
+        write_summary(args.output_json, summary)
 
     return run_main("data_prep", args, body)
 

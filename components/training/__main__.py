@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from components.common.cli import add_common_arguments, run_main
+from components.common.cli import add_common_arguments, run_main, write_summary
 from components.common.logging import get_logger
 from components.training.checkpoint import EXIT_PREEMPTED, TrainingInterrupted
 from components.training.config import OPTIMIZERS, TrainConfig
@@ -94,16 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         from components.training.train import run  # TensorFlow loads here, not at --help
 
         result = run(config_from_args(args))
-        if args.output_json:
-            summary = {
-                "output_dir": result.output_dir,
-                "model": result.model,
-                "test_accuracy": result.test_accuracy,
-                "epochs_run": result.epochs_run,
-                "resumed": result.resumed,
-            }
-            with open(args.output_json, "w") as handle:
-                json.dump(summary, handle, indent=2)
+        summary = {
+            "output_dir": result.output_dir,
+            "model": result.model,
+            "test_accuracy": result.test_accuracy,
+            "epochs_run": result.epochs_run,
+            "resumed": result.resumed,
+        }
+        write_summary(args.output_json, summary)
 
     try:
         return run_main(f"train_{args.step}", args, body)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 
-from components.common.cli import add_common_arguments, run_main
+from components.common.cli import add_common_arguments, run_main, write_summary
 from components.common.http import RetryPolicy
 from components.weights.backbones import BACKBONES
 from components.weights.fetch import WeightsConfig, run
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             retry=dataclasses.replace(RetryPolicy(), attempts=args.attempts),
         )
         result = run(config)
-        if args.output_json:
-            with open(args.output_json, "w") as handle:
-                json.dump(result.to_dict(), handle, indent=2)
+        write_summary(args.output_json, result.to_dict())
 
     return run_main("weights", args, body)
 
