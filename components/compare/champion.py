@@ -28,7 +28,7 @@ from components.common import storage
 from components.common.dataset import DataError
 from components.common.digest import json_digest
 from components.common.logging import get_logger
-from components.compare.inputs import number
+from components.common.numbers import finite_or_none as number
 
 log = get_logger("compare")
 

@@ -6,7 +6,6 @@ Numbers that are missing, null or not finite become `None` here and are reported
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from components.common.dataset import DataError
+from components.common.numbers import finite_or_none as number
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
@@ -30,17 +30,6 @@ NUMBER_FIELDS = (
     "params_trainable",
     "epochs_run",
 )
-
-
-def number(value: Any) -> float | None:
-    """A finite float, or None for missing, null, non-numeric or non-finite values."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
 
 
 def missing_text(raw: dict[str, Any], key: str) -> str:

@@ -8,6 +8,7 @@ import time
 import keras
 
 from components.common.logging import get_logger
+from components.common.numbers import finite_or_none
 
 log = get_logger("training")
 
@@ -58,7 +59,7 @@ class EpochRecorder(keras.callbacks.Callback):
         record = {
             "epoch": self.epoch_offset + epoch + 1,
             "phase": self.phase,
-            **{key: _finite(logs.get(key)) for key in HISTORY_KEYS},
+            **{key: finite_or_none(logs.get(key)) for key in HISTORY_KEYS},
             "epoch_seconds": round(seconds, 4),
             "images_per_second": round(self.images_per_epoch / max(seconds, 1e-9), 2),
         }
@@ -117,10 +118,3 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
                 f"training diverged: the loss became NaN or infinite at epoch {epoch}, "
                 f"batch {batch} (learning rate {learning_rate}); lower the learning rate"
             )
-
-
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +74,3 @@ def scores(probs: np.ndarray, labels: np.ndarray, images: np.ndarray, class_name
         "confidence": confidence[wrong].astype(np.float32),
     }
     return Evaluation(accuracy, loss, per_class, confusion.astype(np.int64), misclassified)
-
-
-def finite_or_none(value):
-    """JSON-safe number: NaN and infinities become None (null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
