@@ -266,7 +266,11 @@ def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
     assert metrics["pretrained"] is False and metrics["display_name"].endswith("(random init)")
     assert metrics["feature_seconds"] > 0  # head phase on features, fine-tuning end to end
     assert metrics["params_trainable"] < metrics["params_total"]
-    assert not (tmp_path / "checkpoints").exists()  # cleared after success
+    # Kept, both phases marked done, until the consumer releases it (common.checkpoints).
+    for phase in ("head", "fine_tune"):
+        pointer = json.loads((tmp_path / "checkpoints" / phase / "LATEST.json").read_text())
+        assert pointer["done"]
+    assert metrics["checkpoint_dir"] == str(tmp_path / "checkpoints")
 
 
 def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp_path, monkeypatch):
@@ -288,7 +292,19 @@ def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp
     assert result.resumed and result.epochs_run == 2
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert history["epoch"] == [1, 2]
-    assert not Path(checkpoints).exists()
+    assert json.loads((Path(checkpoints) / "head" / "LATEST.json").read_text())["done"]
+
+
+def test_rerun_after_the_outputs_were_written_trains_no_epoch(dataset, tmp_path, capsys):
+    """A kill after training wrote its outputs (before the orchestrator uploaded them)."""
+    checkpoints = str(tmp_path / "checkpoints")
+    first = run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    capsys.readouterr()
+    again = run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    logged = capsys.readouterr().out
+    assert "epoch_end" not in logged and "phase_already_done" in logged
+    assert again.resumed and again.epochs_run == 2
+    assert again.test_accuracy == first.test_accuracy and again.test_loss == first.test_loss
 
 
 def test_checkpoint_of_another_configuration_is_refused(dataset, tmp_path):

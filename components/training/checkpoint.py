@@ -129,14 +129,6 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.push(done=True)
 
 
-def clear(checkpoint_dir: str) -> None:
-    """Delete every checkpoint object below `checkpoint_dir` (after a successful run)."""
-    for uri in storage.list_uris(checkpoint_dir):
-        storage.delete(uri)
-    if not storage.is_gcs(checkpoint_dir):
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-
-
 class Preemption:
     """A SIGTERM flag: set by the handler, acted on by `PreemptionGuard` between batches."""
 

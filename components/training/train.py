@@ -115,6 +115,9 @@ def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr
             model.optimizer.build(model.trainable_variables)
             model.load_weights(backup.local_dir / "latest.weights.h5")
             ctx.resumed = True
+            # A finished phase is restored, not retrained: a kill after training (before or
+            # after the outputs were written) costs no epoch.
+            log.info("checkpoint_restored", uri=backup.store_dir, epoch=int(pointer["epoch"]))
             log.info("phase_already_done", phase=phase, epochs=int(pointer["epoch"]))
             return
         callbacks.append(backup)
@@ -289,6 +292,8 @@ def run(config: TrainConfig) -> TrainResult:
             "input_size": config.resolved_input_size,
             "seed": config.seed,
             "resumed": ctx.resumed,
+            # Kept until the consumer of these outputs releases it (common.checkpoints).
+            "checkpoint_dir": config.checkpoint_dir,
             "per_class": result.per_class,
             "confusion_matrix": result.confusion.tolist(),
         }
@@ -301,8 +306,6 @@ def run(config: TrainConfig) -> TrainResult:
             misclassified=result.misclassified,
             config=config.to_dict(),
         )
-        if config.checkpoint_dir:
-            checkpoint.clear(config.checkpoint_dir)
         figures.update(
             test_accuracy=round(result.accuracy, 4),
             epochs_run=metrics["epochs_run"],
