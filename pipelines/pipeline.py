@@ -6,7 +6,8 @@
 
 Images are a compile-time setting (`build_pipeline(cpu_image, gpu_image)`); every other knob is
 a pipeline parameter with a default, changeable in the KFP UI. The defaults are the full
-experiment; the CLI's `quick` profile overrides some of them for a laptop.
+experiment and come from the steps' configs (tests/test_contracts.py checks that they agree);
+the CLI's `quick` profile overrides some of them for a laptop.
 
 Caching: data_prep and weights are never KFP-cached, because KFP keys its cache on parameter
 values and a source URL (or `auto`) can change content behind the same string; both keep their
@@ -21,16 +22,27 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Markdown, Metrics
 
+from components.common.backbones import DEFAULT_BACKBONE
+from components.common.config import defaults
 from components.compare import component as compare_component
+from components.compare.config import CompareConfig
 from components.data_prep import component as data_prep_component
+from components.data_prep.config import PrepConfig
 from components.training import component as training_component
+from components.training.config import TrainConfig
+from components.training.models import MODELS, SEED_CNN
 from components.weights import component as weights_component
+from components.weights.config import WeightsConfig
 
 PIPELINE_NAME = "transfer-learning"
 DEFAULT_CPU_IMAGE = training_component.DEFAULT_CPU_IMAGE
 DEFAULT_GPU_IMAGE = training_component.DEFAULT_GPU_IMAGE
 DEFAULT_STORE = "gs://my-project-tl-store/pipeline"
 DEFAULT_GPU_TYPE = "nvidia-l4"
+# Parameter defaults: the steps' config defaults, and the models' own sizes and epochs.
+PREP, WEIGHTS = defaults(PrepConfig), defaults(WeightsConfig)
+TRAIN, COMPARE = defaults(TrainConfig), defaults(CompareConfig)
+CNN, TRANSFER = MODELS[SEED_CNN], MODELS[DEFAULT_BACKBONE]
 
 # (cpu request, cpu limit, memory request, memory limit) per task.
 RESOURCES = {
@@ -93,6 +105,22 @@ def _configure(task: dsl.PipelineTask, key: str, retries: bool) -> dsl.PipelineT
     return task
 
 
+def _train_cnn(op, retries: bool, shared: dict, *, input_size, epochs, learning_rate):
+    task = op(
+        model=SEED_CNN,
+        input_size=input_size,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        **shared,
+    )
+    return _configure(task, "train-cnn", retries)
+
+
+def _train_transfer(op, retries: bool, shared: dict, **params) -> dsl.PipelineTask:
+    """The transfer task; `params` are TrainConfig fields (weights_uri, cut_layer, ...)."""
+    return _configure(op(model=DEFAULT_BACKBONE, **params, **shared), "train-transfer", retries)
+
+
 def build_pipeline(
     cpu_image: str = DEFAULT_CPU_IMAGE, gpu_image: str = DEFAULT_GPU_IMAGE, retries: bool = True
 ):
@@ -115,28 +143,28 @@ def build_pipeline(
     )
     def transfer_learning(
         store: str = DEFAULT_STORE,
-        source: str = "auto",
-        dataset_name: str = "fashion_mnist",
-        limit: int = 0,
-        val_fraction: float = 0.1,
-        weights_url: str = "default",
-        weights_sha256: str = "",
-        weights_md5: str = "",
-        cnn_input_size: int = 56,
-        transfer_input_size: int = 150,
-        cnn_epochs: int = 20,
-        transfer_epochs: int = 10,
-        batch_size: int = 128,
-        optimizer: str = "adam",
-        cnn_learning_rate: float = 1e-3,
-        transfer_learning_rate: float = 1e-3,
-        augmentation: float = 0.0,
-        cut_layer: str = "mixed7",
-        fine_tune_from: str = "",
-        fine_tune_epochs: int = 0,
-        fine_tune_learning_rate: float = 1e-5,
-        margin: float = 0.005,
-        seed: int = 42,
+        source: str = PREP["source"],
+        dataset_name: str = PREP["dataset_name"],
+        limit: int = PREP["limit"],
+        val_fraction: float = PREP["val_fraction"],
+        weights_url: str = WEIGHTS["weights_url"],
+        weights_sha256: str = WEIGHTS["sha256"],
+        weights_md5: str = WEIGHTS["md5"],
+        cnn_input_size: int = CNN.default_input_size,
+        transfer_input_size: int = TRANSFER.default_input_size,
+        cnn_epochs: int = CNN.default_epochs,
+        transfer_epochs: int = TRANSFER.default_epochs,
+        batch_size: int = TRAIN["batch_size"],
+        optimizer: str = TRAIN["optimizer"],
+        cnn_learning_rate: float = TRAIN["learning_rate"],
+        transfer_learning_rate: float = TRAIN["learning_rate"],
+        augmentation: float = TRAIN["augmentation"],
+        cut_layer: str = TRANSFER.backbone.default_cut_layer,
+        fine_tune_from: str = TRAIN["fine_tune_from"],
+        fine_tune_epochs: int = TRAIN["fine_tune_epochs"],
+        fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
+        margin: float = COMPARE["margin"],
+        seed: int = TRAIN["seed"],
         gpu_type: str = DEFAULT_GPU_TYPE,
         gpu_count: int = 1,
         spot: bool = False,
@@ -163,7 +191,9 @@ def build_pipeline(
             retries,
         )
         fetched = _configure(
-            weights_op(store=store, url=weights_url, sha256=weights_sha256, md5=weights_md5),
+            weights_op(
+                store=store, weights_url=weights_url, sha256=weights_sha256, md5=weights_md5
+            ),
             "weights",
             retries,
         )
@@ -175,32 +205,26 @@ def build_pipeline(
             "augmentation": augmentation,
             "seed": seed,
         }
-        cnn = _configure(
-            train_cnn_op(
-                model="seed_cnn",
-                input_size=cnn_input_size,
-                epochs=cnn_epochs,
-                learning_rate=cnn_learning_rate,
-                **shared,
-            ),
-            "train-cnn",
+        cnn = _train_cnn(
+            train_cnn_op,
             retries,
+            shared,
+            input_size=cnn_input_size,
+            epochs=cnn_epochs,
+            learning_rate=cnn_learning_rate,
         )
-        transfer = _configure(
-            train_transfer_op(
-                model="inception_v3",
-                weights_uri=fetched.outputs["weights_uri"],
-                input_size=transfer_input_size,
-                epochs=transfer_epochs,
-                learning_rate=transfer_learning_rate,
-                cut_layer=cut_layer,
-                fine_tune_from=fine_tune_from,
-                fine_tune_epochs=fine_tune_epochs,
-                fine_tune_learning_rate=fine_tune_learning_rate,
-                **shared,
-            ),
-            "train-transfer",
+        transfer = _train_transfer(
+            train_transfer_op,
             retries,
+            shared,
+            weights_uri=fetched.outputs["weights_uri"],
+            input_size=transfer_input_size,
+            epochs=transfer_epochs,
+            learning_rate=transfer_learning_rate,
+            cut_layer=cut_layer,
+            fine_tune_from=fine_tune_from,
+            fine_tune_epochs=fine_tune_epochs,
+            fine_tune_learning_rate=fine_tune_learning_rate,
         )
         placement = _configure(placement_op(gpu_type=gpu_type, spot=spot), "gpu-placement", retries)
         transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from components.compare.inputs import RunOutputs, missing_text
+from components.compare.inputs import RunOutputs
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
@@ -67,7 +67,7 @@ ROWS = (
         "weights_sha256",
         "{}",
         None,
-        lambda r: (r.raw.get("weights_sha256") or "-")[:12],
+        lambda r: (r.metrics.weights_sha256 or "-")[:12],
     ),
 )
 
@@ -113,7 +113,7 @@ def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
 def _cell(row: Row, run: RunOutputs, best: float | None) -> tuple[str, str]:
     value = row.value(run)
     if value is None:
-        return "missing", missing_text(run.raw, row.key)
+        return "missing", run.missing.get(row.key, "missing")
     text = row.fmt.format(value)
     return ("best" if best is not None and value == best else ""), text
 

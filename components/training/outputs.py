@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-ORDER = ("model.keras", "saved_model", "history.json", "misclassified.npz", "config.json")
+from components.common.result import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MISCLASSIFIED_FILE,
+    MODEL_FILE,
+    SAVED_MODEL_DIR,
+    TrainingMetrics,
+)
+
+ORDER = (MODEL_FILE, SAVED_MODEL_DIR, HISTORY_FILE, MISCLASSIFIED_FILE, CONFIG_FILE)
 
 
 def clean(value):
@@ -44,24 +54,28 @@ def write_all(
     *,
     model,
     image_shape: tuple[int, int, int],
-    metrics: dict,
+    metrics: TrainingMetrics,
     history: dict,
     misclassified: dict,
     config: dict,
 ) -> None:
     """Stage every output, then move them into `output_dir` (metrics.json last)."""
+
+    def dump(name: str, value: dict) -> None:
+        (staging / name).write_text(json.dumps(clean(value), indent=2) + "\n")
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        model.save(staging / "model.keras")
-        export_saved_model(model, staging / "saved_model", image_shape)
-        (staging / "history.json").write_text(json.dumps(clean(history), indent=2) + "\n")
-        np.savez_compressed(staging / "misclassified.npz", **misclassified)
-        (staging / "config.json").write_text(json.dumps(clean(config), indent=2) + "\n")
-        (staging / "metrics.json").write_text(json.dumps(clean(metrics), indent=2) + "\n")
-        for name in (*ORDER, "metrics.json"):
+        model.save(staging / MODEL_FILE)
+        export_saved_model(model, staging / SAVED_MODEL_DIR, image_shape)
+        dump(HISTORY_FILE, history)
+        np.savez_compressed(staging / MISCLASSIFIED_FILE, **misclassified)
+        dump(CONFIG_FILE, {**config, "lineage": metrics.lineage})
+        dump(METRICS_FILE, metrics.to_dict())
+        for name in (*ORDER, METRICS_FILE):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
