@@ -12,9 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from components.common.backbones import BACKBONES
 
 from components.common import storage
+from components.common.backbones import BACKBONES
 from components.common.dataset import DataError
 from components.common.http import DownloadError, RetryPolicy
 from components.weights import artifacts

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.common.dataset import Manifest
+from components.common.lineage import lineage
 from components.common.result import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -24,8 +26,55 @@ from components.common.result import (
     SAVED_MODEL_DIR,
     TrainingMetrics,
 )
+from components.training.config import TrainConfig
+from components.training.data import test_split_sha256
+from components.training.evaluate import Evaluation
 
 ORDER = (MODEL_FILE, SAVED_MODEL_DIR, HISTORY_FILE, MISCLASSIFIED_FILE, CONFIG_FILE)
+
+
+def record(
+    config: TrainConfig,
+    manifest: Manifest,
+    history: dict,
+    model,
+    scores: Evaluation,
+    *,
+    weights_sha256: str | None,
+    feature_seconds: float,
+    resumed: bool,
+) -> TrainingMetrics:
+    """The run's metrics.json record: test scores, speed, sizes, data and code lineage."""
+    epoch_seconds = sum(history["epoch_seconds"])
+    trained_images = manifest.splits["train"].count * len(history["epoch"])
+    pretrained = weights_sha256 is not None
+    display_name = config.spec.display_name
+    if config.spec.is_transfer:
+        display_name += " (pretrained)" if pretrained else " (random init)"
+    return TrainingMetrics(
+        model=config.model,
+        display_name=display_name,
+        pretrained=pretrained,
+        weights_sha256=weights_sha256,
+        dataset_uri=config.dataset_uri,
+        dataset_version=manifest.version,
+        test_split_sha256=test_split_sha256(manifest),
+        class_names=tuple(manifest.class_names),
+        test_accuracy=scores.accuracy,
+        test_loss=scores.loss,
+        train_seconds=round(epoch_seconds + feature_seconds, 3),
+        feature_seconds=round(feature_seconds, 3),
+        images_per_second=round(trained_images / epoch_seconds, 2) if epoch_seconds else None,
+        params_total=int(model.count_params()),
+        params_trainable=int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+        epochs_run=len(history["epoch"]),
+        input_size=config.resolved_input_size,
+        seed=config.seed,
+        resumed=resumed,
+        per_class=scores.per_class,
+        confusion_matrix=scores.confusion.tolist(),
+        lineage=lineage(),
+    )
 
 
 def clean(value):

@@ -12,9 +12,7 @@ from components.common import storage
 from components.common.config import ConfigError
 from components.common.dataset import DataError, Manifest, load_manifest
 from components.common.digest import json_digest
-from components.common.lineage import lineage
 from components.common.logging import get_logger, step
-from components.common.result import TrainingMetrics
 from components.training import checkpoint, data, device, evaluate, features, outputs
 from components.training.callbacks import EpochRecorder, NaNGuard, StopAtAccuracy, empty_history
 from components.training.config import TrainConfig, TrainResult
@@ -245,44 +243,6 @@ def _train(ctx: Context, splits: dict, weights: str | None):
         ctx.preemption.uninstall()
 
 
-def _display_name(config: TrainConfig, pretrained: bool) -> str:
-    if not config.spec.is_transfer:
-        return config.spec.display_name
-    return config.spec.display_name + (" (pretrained)" if pretrained else " (random init)")
-
-
-def _record(ctx: Context, model, scores: evaluate.Evaluation, pretrained: bool) -> TrainingMetrics:
-    """The run's metrics.json record."""
-    config, manifest, history = ctx.config, ctx.manifest, ctx.history
-    epoch_seconds = sum(history["epoch_seconds"])
-    trained_images = manifest.splits["train"].count * len(history["epoch"])
-    speed = round(trained_images / epoch_seconds, 2) if epoch_seconds else None
-    return TrainingMetrics(
-        model=config.model,
-        display_name=_display_name(config, pretrained),
-        pretrained=pretrained,
-        weights_sha256=ctx.weights_sha256,
-        dataset_uri=config.dataset_uri,
-        dataset_version=manifest.version,
-        test_split_sha256=data.test_split_sha256(manifest),
-        class_names=tuple(manifest.class_names),
-        test_accuracy=scores.accuracy,
-        test_loss=scores.loss,
-        train_seconds=round(epoch_seconds + ctx.feature_seconds, 3),
-        feature_seconds=round(ctx.feature_seconds, 3),
-        images_per_second=speed,
-        params_total=int(model.count_params()),
-        params_trainable=int(sum(int(w.numpy().size) for w in model.trainable_weights)),
-        epochs_run=len(history["epoch"]),
-        input_size=config.resolved_input_size,
-        seed=config.seed,
-        resumed=ctx.resumed,
-        per_class=scores.per_class,
-        confusion_matrix=scores.confusion.tolist(),
-        lineage=lineage(),
-    )
-
-
 def run(config: TrainConfig) -> TrainResult:
     """Train, evaluate on the test split, and write every output into `config.output_dir`."""
     with step(log, f"train_{config.model}", dataset=config.dataset_uri) as figures:
@@ -303,7 +263,16 @@ def run(config: TrainConfig) -> TrainResult:
                 shuffle_buffer=1,
             )
             scores = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
-        record = _record(ctx, model, scores, pretrained=weights is not None)
+        record = outputs.record(
+            config,
+            manifest,
+            ctx.history,
+            model,
+            scores,
+            weights_sha256=ctx.weights_sha256,
+            feature_seconds=ctx.feature_seconds,
+            resumed=ctx.resumed,
+        )
         outputs.write_all(
             config.output_dir,
             model=model,
