@@ -7,7 +7,7 @@ import sys
 
 from components.common.backbones import DEFAULT_BACKBONE
 from components.common.cli import add_step_arguments, run_main, write_summary
-from components.common.config import from_args
+from components.common.config import ConfigError, from_args
 from components.common.logging import get_logger
 from components.common.result import Role
 from components.training.config import TrainConfig
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted: list[str] = []
 
     def body() -> None:
-        from components.training.checkpoint import TrainingInterrupted  # TensorFlow loads here
+        from components.training.callbacks import TrainingDivergedError  # TensorFlow loads here
+        from components.training.checkpoint import TrainingInterrupted
         from components.training.train import run
 
         try:
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingInterrupted as error:
             interrupted.append(str(error))
             return
+        except TrainingDivergedError as error:
+            # A known outcome of the recipe's parameters (the message says which to lower).
+            raise ConfigError(str(error)) from error
         summary = {
             "output_dir": result.output_dir,
             "model": result.model,
