@@ -275,3 +275,23 @@ def test_training_metrics_round_trip_and_model_metadata():
     metadata = record.model_metadata()
     assert metadata["git_commit"] == "abc" and metadata["keras_version"] == "3.1"
     assert metadata["test_accuracy"] == 0.5 and metadata["framework"] == "keras"
+
+
+def test_weights_artifact_records_the_weights_and_the_code_version(tmp_path):
+    from components.weights import artifacts as weights_artifacts
+    from components.weights.fetch import WeightsResult
+
+    class Model:
+        def __init__(self):
+            self.path = str(tmp_path / "weights" / "record.json")
+            self.metadata = {}
+
+    result = WeightsResult(
+        uri="s/weights/ab/w.h5", sha256="ab", size=3, source="https://h/w.h5",
+        backbone="inception_v3", pretrained=True, cache_hit=False, md5="cd", filename="w.h5",
+    )  # fmt: skip
+    artifact = Model()
+    assert weights_artifacts.publish(result, artifact) == ("s/weights/ab/w.h5", True)
+    assert json.loads(Path(artifact.path).read_text())["sha256"] == "ab"
+    assert artifact.metadata["git_commit"] == lineage.lineage()["git_commit"]
+    assert artifact.metadata["kfp_version"] == lineage.lineage()["libraries"]["kfp"]

@@ -11,6 +11,7 @@ import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "transfer-learning-pipeline"
 COMMIT_ENV = "TL_GIT_COMMIT"
@@ -56,4 +57,14 @@ def lineage() -> dict[str, object]:
         "version": _version(PACKAGE) or UNKNOWN,
         "git_commit": git_commit(),
         "libraries": libraries,
+    }
+
+
+def as_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """A lineage record as flat KFP artifact metadata: code_version, git_commit, <lib>_version."""
+    libraries = record.get("libraries") or {}
+    return {
+        "code_version": record.get("version"),
+        "git_commit": record.get("git_commit"),
+        **{f"{name}_version": version for name, version in libraries.items()},
     }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.common.dataset import DataError
+from components.common.lineage import as_metadata
 from components.common.numbers import finite_or_none
 
 METRICS_FILE = "metrics.json"
@@ -102,15 +103,7 @@ class TrainingMetrics:
     def model_metadata(self) -> dict[str, Any]:
         """Metadata of the KFP Model artifact: key figures and lineage."""
         values = {key: getattr(self, key) for key in MODEL_METADATA}
-        return {**values, "framework": "keras", "pretrained": self.pretrained, **self._lineage()}
-
-    def _lineage(self) -> dict[str, Any]:
-        libraries = self.lineage.get("libraries") or {}
-        return {
-            "code_version": self.lineage.get("version"),
-            "git_commit": self.lineage.get("git_commit"),
-            **{f"{name}_version": version for name, version in libraries.items()},
-        }
+        return {**values, "framework": "keras", **as_metadata(self.lineage)}
 
     @classmethod
     def from_dict(cls, raw: Any, origin: str) -> TrainingMetrics:

@@ -20,7 +20,7 @@ log = get_logger("compare")
 MODEL_METRICS = tuple(name for name in NUMBER_FIELDS if name != "epochs_run")
 
 
-def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> str | None:
+def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> Role | None:
     """The winner's role: the higher test accuracy, or None when either is missing.
 
     An exact tie goes to the model with fewer parameters (the CNN when those tie too).
@@ -33,7 +33,7 @@ def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> str | None:
     return Role.TRANSFER if params[1] < params[0] else Role.CNN
 
 
-def flat_metrics(runs: dict[str, RunOutputs], winner: str | None, promoted: bool) -> dict:
+def flat_metrics(runs: dict[Role, RunOutputs], winner: Role | None, promoted: bool) -> dict:
     """Stable names -> numbers for the KFP Metrics artifact; missing numbers are left out."""
     metrics: dict[str, float] = {}
     for role, run in runs.items():

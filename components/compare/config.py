@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.common.config import ConfigError, option
+from components.common.result import Role
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class CompareConfig:
 class CompareResult:
     """The winner, where the report is, the flat metrics and the champion decision."""
 
-    winner: str | None  # "cnn", "transfer", or None when an accuracy is missing
+    winner: Role | None  # None when an accuracy is missing
     report_html: str
     summary_md: str
     metrics: dict[str, float]

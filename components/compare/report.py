@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.result import Role
 from components.compare.inputs import RunOutputs
 
 CSS = """
@@ -74,7 +75,7 @@ ROWS = (
 
 def describe(run: RunOutputs) -> str:
     """The model as the headline names it."""
-    if run.role == "cnn":
+    if run.role == Role.CNN:
         if "scratch" in run.display_name.lower():  # the name already says it
             return f"the {run.display_name}"
         return f"the CNN trained from scratch ({run.display_name})"
@@ -99,8 +100,8 @@ def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
         return (
             f"{caveat}No winner: test accuracy is missing or not a number for {', '.join(missing)}."
         )
-    runs = {"cnn": cnn, "transfer": transfer}
-    best, other = runs[winner], runs["transfer" if winner == "cnn" else "cnn"]
+    runs = {Role.CNN: cnn, Role.TRANSFER: transfer}
+    best, other = runs[winner], runs[Role.TRANSFER if winner == Role.CNN else Role.CNN]
     gain = (best.accuracy - other.accuracy) * 100
     verb = "beats" if gain > 0 else "ties with (fewer parameters)"
     sentence = (

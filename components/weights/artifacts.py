@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from components.common.artifacts import write_json
+from components.common.lineage import as_metadata, lineage
 from components.weights.fetch import WeightsResult
 
 RECORD_KEYS = ("uri", "source", "sha256", "md5", "size", "backbone", "pretrained", "filename")
@@ -19,4 +20,5 @@ def publish(result: WeightsResult, weights) -> tuple[str, bool]:
     values = record(result)
     write_json(weights, values)
     weights.metadata.update({key: value for key, value in values.items() if value is not None})
+    weights.metadata.update(as_metadata(lineage()))
     return result.uri or "", result.pretrained
