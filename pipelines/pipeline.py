@@ -105,22 +105,6 @@ def _configure(task: dsl.PipelineTask, key: str, retries: bool) -> dsl.PipelineT
     return task
 
 
-def _train_cnn(op, retries: bool, shared: dict, *, input_size, epochs, learning_rate):
-    task = op(
-        model=SEED_CNN,
-        input_size=input_size,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        **shared,
-    )
-    return _configure(task, "train-cnn", retries)
-
-
-def _train_transfer(op, retries: bool, shared: dict, **params) -> dsl.PipelineTask:
-    """The transfer task; `params` are TrainConfig fields (weights_uri, cut_layer, ...)."""
-    return _configure(op(model=DEFAULT_BACKBONE, **params, **shared), "train-transfer", retries)
-
-
 def build_pipeline(
     cpu_image: str = DEFAULT_CPU_IMAGE, gpu_image: str = DEFAULT_GPU_IMAGE, retries: bool = True
 ):
@@ -135,6 +119,10 @@ def build_pipeline(
     train_transfer_op = training_component.make(gpu_image, name="train-transfer")
     compare_op = compare_component.make(cpu_image)
     placement_op = dsl.component(gpu_placement, base_image=cpu_image, install_kfp_package=False)
+
+    def task(key: str, op, **arguments) -> dsl.PipelineTask:
+        """One task, with its resources, retries and caching."""
+        return _configure(op(**arguments), key, retries)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -178,24 +166,23 @@ def build_pipeline(
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator). spot: run the
             GPU step on spot nodes.
         """
-        prep = _configure(
-            data_prep_op(
-                store=store,
-                source=source,
-                dataset_name=dataset_name,
-                limit=limit,
-                val_fraction=val_fraction,
-                seed=seed,
-            ),
+        prep = task(
             "data-prep",
-            retries,
+            data_prep_op,
+            store=store,
+            source=source,
+            dataset_name=dataset_name,
+            limit=limit,
+            val_fraction=val_fraction,
+            seed=seed,
         )
-        fetched = _configure(
-            weights_op(
-                store=store, weights_url=weights_url, sha256=weights_sha256, md5=weights_md5
-            ),
+        fetched = task(
             "weights",
-            retries,
+            weights_op,
+            store=store,
+            weights_url=weights_url,
+            sha256=weights_sha256,
+            md5=weights_md5,
         )
         shared = {
             "dataset_uri": prep.outputs["dataset_uri"],
@@ -205,18 +192,19 @@ def build_pipeline(
             "augmentation": augmentation,
             "seed": seed,
         }
-        cnn = _train_cnn(
+        cnn = task(
+            "train-cnn",
             train_cnn_op,
-            retries,
-            shared,
+            model=SEED_CNN,
             input_size=cnn_input_size,
             epochs=cnn_epochs,
             learning_rate=cnn_learning_rate,
+            **shared,
         )
-        transfer = _train_transfer(
+        transfer = task(
+            "train-transfer",
             train_transfer_op,
-            retries,
-            shared,
+            model=DEFAULT_BACKBONE,
             weights_uri=fetched.outputs["weights_uri"],
             input_size=transfer_input_size,
             epochs=transfer_epochs,
@@ -225,6 +213,7 @@ def build_pipeline(
             fine_tune_from=fine_tune_from,
             fine_tune_epochs=fine_tune_epochs,
             fine_tune_learning_rate=fine_tune_learning_rate,
+            **shared,
         )
         placement = _configure(placement_op(gpu_type=gpu_type, spot=spot), "gpu-placement", retries)
         transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
@@ -233,17 +222,15 @@ def build_pipeline(
             transfer, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
         )
         kubernetes.add_toleration_json(transfer, placement.outputs["tolerations"])
-        compared = _configure(
-            compare_op(
-                cnn_model=cnn.outputs["trained_model"],
-                transfer_model=transfer.outputs["trained_model"],
-                store=store,
-                dataset_name=dataset_name,
-                margin=margin,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
+        compared = task(
             "compare",
-            retries,
+            compare_op,
+            cnn_model=cnn.outputs["trained_model"],
+            transfer_model=transfer.outputs["trained_model"],
+            store=store,
+            dataset_name=dataset_name,
+            margin=margin,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         return PipelineOutputs(
             compared.outputs["report"], compared.outputs["summary"], compared.outputs["metrics"]
