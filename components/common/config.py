@@ -82,6 +82,7 @@ def _add_field(
     if kind is bool:
         if default:
             names = ["--no-" + flag_of(item)[2:]]
+            help_text = f"turn off: {help_text}"
             parser.add_argument(*names, dest=item.name, action="store_false", help=help_text)
         else:
             parser.add_argument(*names, dest=item.name, action="store_true", help=help_text)

@@ -31,7 +31,7 @@ class WeightsConfig:
     filename: str = option("", "file name in the store; empty: the source's file name")
     keras_cache_dir: str = option("", "Keras' cache; empty: $KERAS_HOME/models or ~/.keras/models")
     use_keras_cache: bool = option(
-        True, "do not look in Keras' cache before the network", flag="--keras-cache"
+        True, "look in Keras' cache before the network", flag="--keras-cache"
     )
     work_dir: str = option("", "scratch folder; empty: a temporary one")
     retry: RetryPolicy = option(
