@@ -4,6 +4,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,12 @@ def test_weights_artifact_records_the_weights_and_the_code_version(tmp_path):
     assert json.loads(Path(artifact.path).read_text())["sha256"] == "ab"
     assert artifact.metadata["git_commit"] == lineage.lineage()["git_commit"]
     assert artifact.metadata["kfp_version"] == lineage.lineage()["libraries"]["kfp"]
+
+
+@pytest.mark.parametrize(("level", "expected"), [("INFO", "2"), ("WARNING", "2"), ("DEBUG", "0")])
+def test_native_logs_are_quiet_unless_debug(monkeypatch, level, expected):
+    from components.common.logging import quiet_native_logs
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    quiet_native_logs(level)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == expected
