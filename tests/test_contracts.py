@@ -305,3 +305,19 @@ def test_native_logs_are_quiet_unless_debug(monkeypatch, level, expected):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     quiet_native_logs(level)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == expected
+
+
+def test_every_backbone_is_a_training_model_and_a_weights_choice():
+    from components.common.backbones import BACKBONES
+    from components.training.models import MODELS, SEED_CNN
+
+    assert set(MODELS) == {SEED_CNN, *BACKBONES}
+    for name, backbone in BACKBONES.items():
+        spec = MODELS[name]
+        assert spec.is_transfer and spec.backbone is backbone
+        assert spec.default_input_size == backbone.default_input_size
+        assert spec.scale == backbone.scale
+        config = TrainConfig(dataset_uri="-", model=name)
+        assert config.resolved_cut_layer == backbone.default_cut_layer
+        assert WeightsConfig(backbone=name).backbone == name
+    assert not MODELS[SEED_CNN].is_transfer
