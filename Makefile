@@ -101,9 +101,11 @@ CHECKOV_VERSION ?= 3.3.30
 
 .PHONY: images push check-deploy
 
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
 images: ## Build the CPU and GPU images (REGISTRY, TAG; needs a Docker engine)
-	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
-	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
+	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
 
 push: images ## Push both images to REGISTRY and print their digests
 	$(DOCKER) push '$(CPU_IMAGE)'

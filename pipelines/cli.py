@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from components.common.config import ConfigError
 from pipelines import profiles
 from pipelines.pipeline import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE, PIPELINE_NAME, build_pipeline
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         _command(args)
-    except (ValueError, FileNotFoundError, PipelineFailedError) as error:
+    except (ConfigError, FileNotFoundError, PipelineFailedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ApiException as error:

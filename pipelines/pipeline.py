@@ -6,7 +6,8 @@
 
 Images are a compile-time setting (`build_pipeline(cpu_image, gpu_image)`); every other knob is
 a pipeline parameter with a default, changeable in the KFP UI. The defaults are the full
-experiment; the CLI's `quick` profile overrides some of them for a laptop.
+experiment and come from the steps' configs (tests/test_contracts.py checks that they agree);
+the CLI's `quick` profile overrides some of them for a laptop.
 
 Caching: data_prep and weights are never KFP-cached, because KFP keys its cache on parameter
 values and a source URL (or `auto`) can change content behind the same string; both keep their
@@ -21,16 +22,27 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Markdown, Metrics
 
+from components.common.backbones import DEFAULT_BACKBONE
+from components.common.config import defaults
 from components.compare import component as compare_component
+from components.compare.config import CompareConfig
 from components.data_prep import component as data_prep_component
+from components.data_prep.config import PrepConfig
 from components.training import component as training_component
+from components.training.config import TrainConfig
+from components.training.models import MODELS, SEED_CNN
 from components.weights import component as weights_component
+from components.weights.config import WeightsConfig
 
 PIPELINE_NAME = "transfer-learning"
 DEFAULT_CPU_IMAGE = training_component.DEFAULT_CPU_IMAGE
 DEFAULT_GPU_IMAGE = training_component.DEFAULT_GPU_IMAGE
 DEFAULT_STORE = "gs://my-project-tl-store/pipeline"
 DEFAULT_GPU_TYPE = "nvidia-l4"
+# Parameter defaults: the steps' config defaults, and the models' own sizes and epochs.
+PREP, WEIGHTS = defaults(PrepConfig), defaults(WeightsConfig)
+TRAIN, COMPARE = defaults(TrainConfig), defaults(CompareConfig)
+CNN, TRANSFER = MODELS[SEED_CNN], MODELS[DEFAULT_BACKBONE]
 
 # (cpu request, cpu limit, memory request, memory limit) per task.
 RESOURCES = {
@@ -108,6 +120,10 @@ def build_pipeline(
     compare_op = compare_component.make(cpu_image)
     placement_op = dsl.component(gpu_placement, base_image=cpu_image, install_kfp_package=False)
 
+    def task(key: str, op, **arguments) -> dsl.PipelineTask:
+        """One task, with its resources, retries and caching."""
+        return _configure(op(**arguments), key, retries)
+
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Fashion-MNIST: a small CNN from scratch against InceptionV3 transfer "
@@ -115,28 +131,28 @@ def build_pipeline(
     )
     def transfer_learning(
         store: str = DEFAULT_STORE,
-        source: str = "auto",
-        dataset_name: str = "fashion_mnist",
-        limit: int = 0,
-        val_fraction: float = 0.1,
-        weights_url: str = "default",
-        weights_sha256: str = "",
-        weights_md5: str = "",
-        cnn_input_size: int = 56,
-        transfer_input_size: int = 150,
-        cnn_epochs: int = 20,
-        transfer_epochs: int = 10,
-        batch_size: int = 128,
-        optimizer: str = "adam",
-        cnn_learning_rate: float = 1e-3,
-        transfer_learning_rate: float = 1e-3,
-        augmentation: float = 0.0,
-        cut_layer: str = "mixed7",
-        fine_tune_from: str = "",
-        fine_tune_epochs: int = 0,
-        fine_tune_learning_rate: float = 1e-5,
-        margin: float = 0.005,
-        seed: int = 42,
+        source: str = PREP["source"],
+        dataset_name: str = PREP["dataset_name"],
+        limit: int = PREP["limit"],
+        val_fraction: float = PREP["val_fraction"],
+        weights_url: str = WEIGHTS["weights_url"],
+        weights_sha256: str = WEIGHTS["sha256"],
+        weights_md5: str = WEIGHTS["md5"],
+        cnn_input_size: int = CNN.default_input_size,
+        transfer_input_size: int = TRANSFER.default_input_size,
+        cnn_epochs: int = CNN.default_epochs,
+        transfer_epochs: int = TRANSFER.default_epochs,
+        batch_size: int = TRAIN["batch_size"],
+        optimizer: str = TRAIN["optimizer"],
+        cnn_learning_rate: float = TRAIN["learning_rate"],
+        transfer_learning_rate: float = TRAIN["learning_rate"],
+        augmentation: float = TRAIN["augmentation"],
+        cut_layer: str = TRANSFER.backbone.default_cut_layer,
+        fine_tune_from: str = TRAIN["fine_tune_from"],
+        fine_tune_epochs: int = TRAIN["fine_tune_epochs"],
+        fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
+        margin: float = COMPARE["margin"],
+        seed: int = TRAIN["seed"],
         gpu_type: str = DEFAULT_GPU_TYPE,
         gpu_count: int = 1,
         spot: bool = False,
@@ -150,22 +166,23 @@ def build_pipeline(
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator). spot: run the
             GPU step on spot nodes.
         """
-        prep = _configure(
-            data_prep_op(
-                store=store,
-                source=source,
-                dataset_name=dataset_name,
-                limit=limit,
-                val_fraction=val_fraction,
-                seed=seed,
-            ),
+        prep = task(
             "data-prep",
-            retries,
+            data_prep_op,
+            store=store,
+            source=source,
+            dataset_name=dataset_name,
+            limit=limit,
+            val_fraction=val_fraction,
+            seed=seed,
         )
-        fetched = _configure(
-            weights_op(store=store, url=weights_url, sha256=weights_sha256, md5=weights_md5),
+        fetched = task(
             "weights",
-            retries,
+            weights_op,
+            store=store,
+            weights_url=weights_url,
+            sha256=weights_sha256,
+            md5=weights_md5,
         )
         shared = {
             "dataset_uri": prep.outputs["dataset_uri"],
@@ -175,32 +192,28 @@ def build_pipeline(
             "augmentation": augmentation,
             "seed": seed,
         }
-        cnn = _configure(
-            train_cnn_op(
-                model="seed_cnn",
-                input_size=cnn_input_size,
-                epochs=cnn_epochs,
-                learning_rate=cnn_learning_rate,
-                **shared,
-            ),
+        cnn = task(
             "train-cnn",
-            retries,
+            train_cnn_op,
+            model=SEED_CNN,
+            input_size=cnn_input_size,
+            epochs=cnn_epochs,
+            learning_rate=cnn_learning_rate,
+            **shared,
         )
-        transfer = _configure(
-            train_transfer_op(
-                model="inception_v3",
-                weights_uri=fetched.outputs["weights_uri"],
-                input_size=transfer_input_size,
-                epochs=transfer_epochs,
-                learning_rate=transfer_learning_rate,
-                cut_layer=cut_layer,
-                fine_tune_from=fine_tune_from,
-                fine_tune_epochs=fine_tune_epochs,
-                fine_tune_learning_rate=fine_tune_learning_rate,
-                **shared,
-            ),
+        transfer = task(
             "train-transfer",
-            retries,
+            train_transfer_op,
+            model=DEFAULT_BACKBONE,
+            weights_uri=fetched.outputs["weights_uri"],
+            input_size=transfer_input_size,
+            epochs=transfer_epochs,
+            learning_rate=transfer_learning_rate,
+            cut_layer=cut_layer,
+            fine_tune_from=fine_tune_from,
+            fine_tune_epochs=fine_tune_epochs,
+            fine_tune_learning_rate=fine_tune_learning_rate,
+            **shared,
         )
         placement = _configure(placement_op(gpu_type=gpu_type, spot=spot), "gpu-placement", retries)
         transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
@@ -209,17 +222,15 @@ def build_pipeline(
             transfer, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
         )
         kubernetes.add_toleration_json(transfer, placement.outputs["tolerations"])
-        compared = _configure(
-            compare_op(
-                cnn_model=cnn.outputs["trained_model"],
-                transfer_model=transfer.outputs["trained_model"],
-                store=store,
-                dataset_name=dataset_name,
-                margin=margin,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
+        compared = task(
             "compare",
-            retries,
+            compare_op,
+            cnn_model=cnn.outputs["trained_model"],
+            transfer_model=transfer.outputs["trained_model"],
+            store=store,
+            dataset_name=dataset_name,
+            margin=margin,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         return PipelineOutputs(
             compared.outputs["report"], compared.outputs["summary"], compared.outputs["metrics"]

@@ -8,6 +8,8 @@ toleration list, which kfp-kubernetes feeds to `train_transfer` (`node_selector_
 
 from __future__ import annotations
 
+from components.common.config import ConfigError
+
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GKE_SPOT_LABEL = "cloud.google.com/gke-spot"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -26,7 +28,7 @@ SPOT_TOLERATION = {
 def node_selector(gpu_type: str, spot: bool) -> dict[str, str]:
     """The node labels the GPU task needs: the accelerator type, and spot when asked."""
     if not gpu_type or gpu_type != gpu_type.strip() or "/" in gpu_type:
-        raise ValueError(
+        raise ConfigError(
             f"gpu_type must be a GKE accelerator name like nvidia-l4, got {gpu_type!r}"
         )
     labels = {GKE_ACCELERATOR_LABEL: gpu_type}

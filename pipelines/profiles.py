@@ -10,6 +10,8 @@ import inspect
 import json
 from typing import Any
 
+from components.common.config import ConfigError
+
 PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on a 2-core CPU: 2,000 images per split, small inputs, two epochs each.
     "quick": {
@@ -36,18 +38,18 @@ def _convert(name: str, text: str, annotation: Any) -> Any:
     if annotation is bool or annotation == "bool":
         lowered = text.strip().lower()
         if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"--param {name}: expected true or false, got {text!r}")
+            raise ConfigError(f"--param {name}: expected true or false, got {text!r}")
         return lowered in ("true", "1", "yes")
     if annotation is int or annotation == "int":
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"--param {name}: expected an integer, got {text!r}") from None
+            raise ConfigError(f"--param {name}: expected an integer, got {text!r}") from None
     if annotation is float or annotation == "float":
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"--param {name}: expected a number, got {text!r}") from None
+            raise ConfigError(f"--param {name}: expected a number, got {text!r}") from None
     if kind in (dict, list):
         return json.loads(text)
     return text
@@ -61,9 +63,9 @@ def parse_params(pairs: list[str], pipeline_func) -> dict[str, Any]:
         name, sep, text = pair.partition("=")
         name = name.strip().replace("-", "_")
         if not sep:
-            raise ValueError(f"--param expects key=value, got {pair!r}")
+            raise ConfigError(f"--param expects key=value, got {pair!r}")
         if name not in known:
-            raise ValueError(f"--param {name}: unknown parameter; known: {', '.join(known)}")
+            raise ConfigError(f"--param {name}: unknown parameter; known: {', '.join(known)}")
         values[name] = _convert(name, text, known[name].annotation)
     return values
 
@@ -73,13 +75,13 @@ def resolve_arguments(
 ) -> dict[str, Any]:
     """Profile defaults, then explicit overrides (None values are dropped)."""
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     known = pipeline_parameters(pipeline_func)
     arguments = dict(PROFILES[profile])
     for name, value in (overrides or {}).items():
         if value is None:
             continue
         if name not in known:
-            raise ValueError(f"unknown pipeline parameter {name!r}")
+            raise ConfigError(f"unknown pipeline parameter {name!r}")
         arguments[name] = value
     return arguments

@@ -11,6 +11,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Uploaded:
@@ -91,7 +93,7 @@ def kfp_cron(expression: str) -> str:
         return " ".join(["0", *fields])
     if len(fields) == 6:
         return " ".join(fields)
-    raise ValueError(
+    raise ConfigError(
         f"cron expression needs 5 or 6 fields (KFP: second minute hour day month weekday), "
         f"got {expression!r}"
     )

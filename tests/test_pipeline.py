@@ -365,7 +365,7 @@ def test_submit_cli_to_an_unreachable_endpoint_is_one_clear_error(capsys, tmp_pa
 
 
 def test_metrics_are_written_as_json(tmp_path):
-    from pipelines.adapters import log_metrics
+    from components.common.artifacts import log_metrics
 
     class Metrics:
         path = str(tmp_path / "m" / "metrics")

@@ -109,7 +109,7 @@ def test_transfer_trains_on_cached_features_and_exports(tmp_path, inception_weig
     dataset = prep(PrepConfig(store=gcs_bucket, source=str(source))).uri
     weights = f"{gcs_bucket}/weights/abc/inception_v3_notop.weights.h5"
     storage.upload_file(inception_weights, weights)
-    result = run(config(dataset, tmp_path, weights=weights, **TRANSFER))
+    result = run(config(dataset, tmp_path, weights_uri=weights, **TRANSFER))
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
     assert result.pretrained and metrics["pretrained"] is True
@@ -241,9 +241,9 @@ def test_weights_that_do_not_fit_the_backbone_name_the_layer(dataset, tmp_path):
         str(other)
     )
     with pytest.raises(DataError, match=r"other\.weights\.h5: weights do not fit InceptionV3"):
-        run(config(dataset, tmp_path, weights=str(other), **TRANSFER))
+        run(config(dataset, tmp_path, weights_uri=str(other), **TRANSFER))
     with pytest.raises(DataError, match="weights file not found"):
-        run(config(dataset, tmp_path, weights=str(tmp_path / "missing.h5"), **TRANSFER))
+        run(config(dataset, tmp_path, weights_uri=str(tmp_path / "missing.h5"), **TRANSFER))
 
 
 @pytest.mark.slow

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from components.common import storage
+from components.common.backbones import BACKBONES
 from components.common.dataset import DataError
 from components.common.http import DownloadError, RetryPolicy
+from components.weights import artifacts
 from components.weights.__main__ import main
-from components.weights.backbones import BACKBONES
 from components.weights.fetch import WeightsConfig, _target, run, weights_uri
 from components.weights.sources import source_filename
 from components.weights.verify import ChecksumMismatchError, check_hdf5
@@ -27,7 +28,7 @@ from tests.http_server import Drop
 FAST_RETRY = RetryPolicy(
     attempts=3, initial_wait_s=0.01, max_wait_s=0.02, connect_timeout_s=2, read_timeout_s=5
 )
-INCEPTION_FILE = BACKBONES["inception_v3"].filename
+INCEPTION_FILE = BACKBONES["inception_v3"].weights_filename
 
 
 def make_h5(path: Path, size_kb: int = 256, seed: int = 0) -> Path:
@@ -62,7 +63,7 @@ def keras_cache(tmp_path: Path) -> Path:
 def config(store: str, url: str, keras_cache: Path, **overrides) -> WeightsConfig:
     base = WeightsConfig(
         store=store,
-        url=url,
+        weights_url=url,
         keras_cache_dir=str(keras_cache),
         work_dir=str(keras_cache.parent.parent),
         retry=FAST_RETRY,
@@ -118,7 +119,7 @@ def test_success_publishes_weights_keras_inception_loads(
     assert result.uri == f"{store}/weights/{sha256(body)}/{INCEPTION_FILE}"
     assert result.source == url and result.backbone == "inception_v3"
     assert Path(result.uri).read_bytes() == body
-    assert result.metadata()["sha256"] == result.sha256
+    assert artifacts.record(result)["sha256"] == result.sha256
     assert http_server.count() == 1
 
     import keras
@@ -169,15 +170,17 @@ def test_mirror_of_the_published_file_is_checked_against_its_md5(
 ):
     # No hash given and the official file name: the backbone's published md5 applies.
     url = http_server.add(f"/mirror/{INCEPTION_FILE}", small)
-    with pytest.raises(ChecksumMismatchError, match=BACKBONES["inception_v3"].md5):
+    with pytest.raises(ChecksumMismatchError, match=BACKBONES["inception_v3"].weights_md5):
         run(config(store, url, keras_cache))
     assert published(store) == []
 
 
 def test_default_url_resolves_to_the_published_file():
-    target = _target(WeightsConfig(url="default"))
-    assert target.source == BACKBONES["inception_v3"].url == WeightsConfig().url
-    assert (target.filename, target.md5) == (INCEPTION_FILE, BACKBONES["inception_v3"].md5)
+    published = BACKBONES["inception_v3"]
+    assert WeightsConfig().weights_url == "default"
+    target = _target(WeightsConfig(weights_url="default"))
+    assert target.source == published.weights_url
+    assert (target.filename, target.md5) == (INCEPTION_FILE, published.weights_md5)
 
 
 def test_local_path_source(store, keras_cache, tmp_path, small):
@@ -284,7 +287,7 @@ def test_unreachable_default_says_what_to_do(store, keras_cache):
         run(config(store, url, keras_cache))
     message = str(error.value)
     assert "gave up after 3 attempts" in message
-    assert str(keras_cache) in message and "--url none" in message
+    assert str(keras_cache) in message and "--weights-url none" in message
     assert published(store) == []
 
 
@@ -336,13 +339,14 @@ def test_cli_success_and_failure(http_server, store, keras_cache, small, tmp_pat
     url = http_server.add("/w.h5", small)
     out = tmp_path / "result.json"
     common = ["--store", store, "--keras-cache-dir", str(keras_cache), "--log-format", "json"]
-    assert main([*common, "--url", url, "--sha256", sha256(small), "--output-json", str(out)]) == 0
+    args = ["--weights-url", url, "--sha256", sha256(small), "--output-json", str(out)]
+    assert main([*common, *args]) == 0
     result = json.loads(out.read_text())
     assert result["sha256"] == sha256(small) and result["pretrained"] is True
     assert Path(result["uri"]).read_bytes() == small
 
     missing = http_server.url("/missing.h5")
-    assert main([*common, "--url", missing, "--sha256", "1" * 64]) == 1
+    assert main([*common, "--url", missing, "--sha256", "1" * 64]) == 1  # the older spelling
     assert "HTTP 404" in capsys.readouterr().err
 
 

@@ -1,4 +1,8 @@
-"""What every step's CLI shares: logging set-up and clear, non-zero exits on known failures."""
+"""What every step's CLI shares: options from the config, logging, clear exits on bad input.
+
+Known failures (bad parameters, bad data, unreachable downloads, store errors) print one line
+and exit 1. Anything else is a bug: it keeps its traceback and exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from components.common import storage
+from components.common.config import ConfigError, add_arguments
 from components.common.dataset import DataError
 from components.common.http import DownloadError
 from components.common.logging import configure, get_logger
@@ -15,16 +20,33 @@ from components.common.storage import StorageError
 
 # Failures whose message is the whole story: no traceback, exit status 1.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
     DataError,
     DownloadError,
     StorageError,
-    ValueError,
     FileNotFoundError,
 )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """--log-level and --log-format, for every step."""
+def parser_for(
+    prog: str, description: str, config: type, *, required: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """A parser with one option per config field, plus --output-json and the logging options."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
+    add_step_arguments(parser, config, required=required)
+    return parser
+
+
+def add_step_arguments(
+    parser: argparse.ArgumentParser,
+    config: type,
+    *,
+    required: tuple[str, ...] = (),
+    overrides: dict | None = None,
+) -> None:
+    """One option per config field (see `add_arguments`), --output-json, logging options."""
+    add_arguments(parser, config, required=required, overrides=overrides)
+    parser.add_argument("--output-json", default="", help="also write the key results here")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument(
         "--log-format",
@@ -35,7 +57,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_main(name: str, args: argparse.Namespace, body: Callable[[], object]) -> int:
-    """Set up logging, run `body`, and turn expected failures into a message and exit code 1."""
+    """Set up logging (TensorFlow's C++ logs off unless DEBUG), run `body`, map known failures.
+
+    `body` imports the step's heavy modules itself, after the logging set-up.
+    """
     configure(args.log_level, json=None if args.log_format == "auto" else args.log_format == "json")
     try:
         body()
@@ -46,16 +71,7 @@ def run_main(name: str, args: argparse.Namespace, body: Callable[[], object]) ->
     return 0
 
 
-def write_summary(path: str | None, summary: dict) -> None:
+def write_summary(path: str, summary: dict) -> None:
     """Write a step's result summary as JSON (atomically) when --output-json names a file."""
     if path:
         storage.write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
-
-
-def size_pair(text: str) -> tuple[int, int]:
-    """Parse `HxW` (or a single `N` for a square) into (height, width)."""
-    height, _, width = text.lower().partition("x")
-    try:
-        return int(height), int(width or height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW or N, got {text!r}") from None

@@ -66,55 +66,68 @@ def _attempt(url: str, part: Path, session: requests.Session, policy: RetryPolic
     except (requests.ConnectionError, requests.Timeout) as error:
         raise TransientDownloadError(f"{url}: {type(error).__name__}: {error}") from error
     with response:
-        if response.status_code == 416 and have:
-            # Our partial file is no prefix of the current object: start again.
+        resumed = _check_response(url, response, part, have)
+        _write_body(url, response, part, have, resumed)
+
+
+def _check_response(url: str, response: requests.Response, part: Path, have: int) -> bool:
+    """Refuse error statuses (transient ones to be retried); True when the server resumed."""
+    if response.status_code == 416 and have:
+        # Our partial file is no prefix of the current object: start again.
+        part.unlink()
+        raise TransientDownloadError(f"{url}: range not satisfiable, restarting")
+    if response.status_code in TRANSIENT_STATUS:
+        raise TransientDownloadError(f"{url}: HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
+    resumed = response.status_code == 206
+    if resumed:
+        start = _range_start(response.headers.get("Content-Range", ""))
+        if start != have:
             part.unlink()
-            raise TransientDownloadError(f"{url}: range not satisfiable, restarting")
-        if response.status_code in TRANSIENT_STATUS:
-            raise TransientDownloadError(f"{url}: HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
-        resumed = response.status_code == 206
-        if resumed:
-            start = _range_start(response.headers.get("Content-Range", ""))
-            if start != have:
-                part.unlink()
-                raise TransientDownloadError(
-                    f"{url}: asked for bytes from {have}, got range start {start}, restarting"
-                )
-            log.info("download_resumed", url=url, offset=have)
-        expected = response.headers.get("Content-Length")
-        received = 0
-        try:
-            with open(part, "ab" if resumed else "wb") as handle:
-                # read1 hands over whatever has arrived, so the bytes received before a broken
-                # connection reach the disk and the next attempt resumes after them
-                # (iter_content would drop a partly filled chunk).
-                while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
-                    handle.write(chunk)
-                    received += len(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except (
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.ProtocolError,
-            urllib3.exceptions.ReadTimeoutError,
-            urllib3.exceptions.SSLError,
-        ) as error:
             raise TransientDownloadError(
-                f"{url}: connection broken after {have + received} bytes ({error})"
-            ) from error
-        except OSError as error:
-            if error.errno in NO_SPACE_ERRNOS:
-                raise DownloadError(
-                    f"{url}: no space left while writing {part} ({error.strerror})"
-                ) from error
-            raise DownloadError(f"{url}: cannot write {part}: {error.strerror}") from error
-        if expected is not None and received < int(expected):
-            raise TransientDownloadError(
-                f"{url}: truncated body, got {have + received} of {have + int(expected)} bytes"
+                f"{url}: asked for bytes from {have}, got range start {start}, restarting"
             )
+        log.info("download_resumed", url=url, offset=have)
+    return resumed
+
+
+def _write_body(
+    url: str, response: requests.Response, part: Path, have: int, resumed: bool
+) -> None:
+    """Append (resumed) or write the body to `part`; a short or broken body is transient."""
+    expected = response.headers.get("Content-Length")
+    received = 0
+    try:
+        with open(part, "ab" if resumed else "wb") as handle:
+            # read1 hands over whatever has arrived, so the bytes received before a broken
+            # connection reach the disk and the next attempt resumes after them
+            # (iter_content would drop a partly filled chunk).
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
+                handle.write(chunk)
+                received += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.ReadTimeoutError,
+        urllib3.exceptions.SSLError,
+    ) as error:
+        raise TransientDownloadError(
+            f"{url}: connection broken after {have + received} bytes ({error})"
+        ) from error
+    except OSError as error:
+        if error.errno in NO_SPACE_ERRNOS:
+            raise DownloadError(
+                f"{url}: no space left while writing {part} ({error.strerror})"
+            ) from error
+        raise DownloadError(f"{url}: cannot write {part}: {error.strerror}") from error
+    if expected is not None and received < int(expected):
+        raise TransientDownloadError(
+            f"{url}: truncated body, got {have + received} of {have + int(expected)} bytes"
+        )
 
 
 def download(

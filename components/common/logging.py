@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,9 +15,21 @@ from typing import Any
 
 import structlog
 
+# TensorFlow's C++ start-up lines (oneDNN, cpu_feature_guard, absl): read once, when TensorFlow
+# is first imported, so they are set before any step imports it.
+NATIVE_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR"}
+NATIVE_VERBOSE = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+
+
+def quiet_native_logs(level: str = "INFO") -> None:
+    """Silence TensorFlow's C++ logs unless `level` is DEBUG (a value set by the user wins)."""
+    for name, value in (NATIVE_VERBOSE if level.upper() == "DEBUG" else NATIVE_QUIET).items():
+        os.environ.setdefault(name, value)
+
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog (and the standard library root logger) once per process."""
+    quiet_native_logs(level)
     if json is None:
         json = not sys.stdout.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()

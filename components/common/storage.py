@@ -24,6 +24,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from components.common.config import ConfigError
+
 GCS_PREFIX = "gs://"
 # (connect, read) seconds for every GCS request.
 GCS_TIMEOUT = (10, 120)
@@ -62,10 +64,10 @@ def join(base: str, *parts: str) -> str:
 def split_gcs(uri: str) -> tuple[str, str]:
     """Split `gs://bucket/name` into (bucket, name)."""
     if not is_gcs(uri):
-        raise ValueError(f"not a gs:// URI: {uri}")
+        raise ConfigError(f"not a gs:// URI: {uri}")
     bucket, _, name = uri[len(GCS_PREFIX) :].partition("/")
     if not bucket:
-        raise ValueError(f"gs:// URI without a bucket: {uri}")
+        raise ConfigError(f"gs:// URI without a bucket: {uri}")
     return bucket, name
 
 
@@ -88,7 +90,7 @@ def client() -> gcs.Client:
 def _blob(uri: str) -> gcs.Blob:
     bucket, name = split_gcs(uri)
     if not name:
-        raise ValueError(f"gs:// URI names a bucket, not an object: {uri}")
+        raise ConfigError(f"gs:// URI names a bucket, not an object: {uri}")
     return client().bucket(bucket).blob(name)
 
 

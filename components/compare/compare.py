@@ -4,69 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.common import checkpoints, storage
 from components.common.logging import get_logger, step
+from components.common.result import METRICS_FILE, NUMBER_FIELDS, Role
 from components.compare import champion, plots, report
+from components.compare.config import CompareConfig, CompareResult
 from components.compare.inputs import RunOutputs, check_comparable, load_run
 
 log = get_logger("compare")
 
-ROLES = ("cnn", "transfer")
 # Per-model numbers in the flat metrics file: <role>_<name>.
-MODEL_METRICS = (
-    "test_accuracy",
-    "test_loss",
-    "train_seconds",
-    "images_per_second",
-    "params_total",
-    "params_trainable",
-)
+MODEL_METRICS = tuple(name for name in NUMBER_FIELDS if name != "epochs_run")
 
 
-@dataclass(frozen=True)
-class CompareConfig:
-    """Compare settings."""
-
-    cnn_dir: str = ""  # local folder with the CNN run's metrics.json, history.json, ...
-    transfer_dir: str = ""  # local folder with the transfer run's outputs
-    output_dir: str = "compare"  # local folder for report.html, summary.md, *.png, *.json
-    store: str = (
-        "store"  # gs://bucket/prefix or a folder; champion at <store>/champion/<dataset>.json
-    )
-    dataset: str = "fashion_mnist"  # dataset name (names the champion file)
-    margin: float = 0.005  # absolute test accuracy the winner must gain over the champion
-    promote_on_new_split: bool = False  # promote over a champion measured on another test split
-    cnn_model_uri: str | None = None  # pointer recorded in the champion file; None: cnn_dir
-    transfer_model_uri: str | None = None  # same for the transfer model; None: transfer_dir
-    run_id: str | None = None  # pipeline run id, recorded in the champion file
-
-    def __post_init__(self) -> None:
-        """Validate at start-up."""
-        if not self.cnn_dir or not self.transfer_dir:
-            raise ValueError("cnn_dir and transfer_dir are required")
-        if not 0.0 <= self.margin < 1.0:
-            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
-        if not self.dataset or "/" in self.dataset or self.dataset.startswith("."):
-            raise ValueError(f"dataset must be a plain name, got {self.dataset!r}")
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    """The winner, where the report is, the flat metrics and the champion decision."""
-
-    winner: str | None  # "cnn", "transfer", or None when an accuracy is missing
-    report_html: str
-    summary_md: str
-    metrics: dict[str, float]
-    champion: dict[str, Any]
-    comparison: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> str | None:
+def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> Role | None:
     """The winner's role: the higher test accuracy, or None when either is missing.
 
     An exact tie goes to the model with fewer parameters (the CNN when those tie too).
@@ -74,23 +28,24 @@ def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> str | None:
     if cnn.accuracy is None or transfer.accuracy is None:
         return None
     if cnn.accuracy != transfer.accuracy:
-        return "transfer" if transfer.accuracy > cnn.accuracy else "cnn"
+        return Role.TRANSFER if transfer.accuracy > cnn.accuracy else Role.CNN
     params = [r.numbers["params_total"] or float("inf") for r in (cnn, transfer)]
-    return "transfer" if params[1] < params[0] else "cnn"
+    return Role.TRANSFER if params[1] < params[0] else Role.CNN
 
 
-def flat_metrics(runs: dict[str, RunOutputs], winner: str | None, promoted: bool) -> dict:
+def flat_metrics(runs: dict[Role, RunOutputs], winner: Role | None, promoted: bool) -> dict:
     """Stable names -> numbers for the KFP Metrics artifact; missing numbers are left out."""
     metrics: dict[str, float] = {}
     for role, run in runs.items():
         for name in MODEL_METRICS:
             if run.numbers[name] is not None:
                 metrics[f"{role}_{name}"] = run.numbers[name]
-    if runs["cnn"].accuracy is not None and runs["transfer"].accuracy is not None:
-        metrics["accuracy_difference"] = runs["transfer"].accuracy - runs["cnn"].accuracy
+    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
+    if cnn.accuracy is not None and transfer.accuracy is not None:
+        metrics["accuracy_difference"] = transfer.accuracy - cnn.accuracy
     if winner is not None:
-        metrics["winner_is_transfer"] = 1.0 if winner == "transfer" else 0.0
-    metrics["transfer_pretrained"] = 1.0 if runs["transfer"].pretrained else 0.0
+        metrics["winner_is_transfer"] = 1.0 if winner == Role.TRANSFER else 0.0
+    metrics["transfer_pretrained"] = 1.0 if transfer.pretrained else 0.0
     metrics["champion_promoted"] = 1.0 if promoted else 0.0
     return metrics
 
@@ -98,23 +53,23 @@ def flat_metrics(runs: dict[str, RunOutputs], winner: str | None, promoted: bool
 def candidate_record(config: CompareConfig, run: RunOutputs | None) -> dict[str, Any]:
     """The champion record the winner would get (empty accuracy when there is no winner)."""
     if run is None:
-        return {"model": None, "test_accuracy": None, "dataset": config.dataset}
-    pointer = config.cnn_model_uri if run.role == "cnn" else config.transfer_model_uri
+        return {"model": None, "test_accuracy": None, "dataset": config.dataset_name}
+    pointer = config.cnn_model_uri if run.role == Role.CNN else config.transfer_model_uri
     return {
         "model": run.model,
         "display_name": run.display_name,
-        "role": run.role,
+        "role": str(run.role),
         "test_accuracy": run.accuracy,
         "test_loss": run.numbers["test_loss"],
         "train_seconds": run.numbers["train_seconds"],
         "pretrained": run.pretrained,
-        "weights_sha256": run.raw.get("weights_sha256"),
-        "dataset": config.dataset,
-        "dataset_version": run.raw.get("dataset_version"),
-        "dataset_uri": run.raw.get("dataset_uri"),
-        "test_split_sha256": run.raw.get("test_split_sha256"),
+        "weights_sha256": run.metrics.weights_sha256,
+        "dataset": config.dataset_name,
+        "dataset_version": run.metrics.dataset_version,
+        "dataset_uri": run.metrics.dataset_uri,
+        "test_split_sha256": run.metrics.test_split_sha256,
         "model_uri": pointer or run.folder,
-        "run_id": config.run_id,
+        "run_id": config.run_id or None,
     }
 
 
@@ -124,7 +79,7 @@ def _model_summary(run: RunOutputs) -> dict[str, Any]:
         "model": run.model,
         "display_name": run.display_name,
         "pretrained": run.pretrained,
-        "weights_sha256": run.raw.get("weights_sha256"),
+        "weights_sha256": run.metrics.weights_sha256,
         "folder": run.folder,
         **run.numbers,
         "per_class_accuracy": None
@@ -137,70 +92,79 @@ def _model_summary(run: RunOutputs) -> dict[str, Any]:
     }
 
 
+def _notes(cnn: RunOutputs, transfer: RunOutputs) -> list[str]:
+    notes = [*cnn.notes, *transfer.notes]
+    if len(cnn.history.epoch) != len(transfer.history.epoch):
+        notes.append(
+            f"the histories differ in length ({len(cnn.history.epoch)} vs "
+            f"{len(transfer.history.epoch)} epochs); each is plotted as it is"
+        )
+    if not transfer.pretrained:
+        notes.append("transfer: the backbone started from random weights, not pretrained ones")
+    return notes
+
+
+def _comparison(config, runs, winner, metrics, decision, notes, figures) -> dict[str, Any]:
+    """comparison.json: names, headline, per-model figures, champion decision and notes."""
+    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
+    source = (transfer if transfer.metrics.test_split_sha256 else cnn).metrics
+    return {
+        "format_version": 1,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "name": config.dataset_name,
+            "version": source.dataset_version,
+            "uri": source.dataset_uri,
+            "test_split_sha256": source.test_split_sha256,
+        },
+        "class_names": list(cnn.class_names),
+        "winner": winner,
+        "winner_model": runs[winner].model if winner else None,
+        "winner_display_name": runs[winner].display_name if winner else None,
+        "headline": report.headline(cnn, transfer, winner),
+        "models": {str(role): _model_summary(run) for role, run in runs.items()},
+        "metrics": metrics,
+        "champion": {**decision.to_dict(), "margin": config.margin},
+        "notes": notes,
+        "figures": list(figures),
+    }
+
+
+def _write(out: Path, runs, comparison: dict, figures: dict, metrics: dict) -> None:
+    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
+    for name, (_, png) in figures.items():
+        storage.write_bytes(str(out / name), png)
+    for name, value in (("comparison.json", comparison), (METRICS_FILE, metrics)):
+        storage.write_text(str(out / name), json.dumps(value, indent=2, sort_keys=True) + "\n")
+    storage.write_text(str(out / "summary.md"), report.render_markdown(cnn, transfer, comparison))
+    html_text = report.render_html(cnn, transfer, comparison, figures)
+    storage.write_text(str(out / "report.html"), html_text)
+
+
 def run(config: CompareConfig) -> CompareResult:
     """Compare the two runs, gate the champion, and write the report files to output_dir."""
     with step(log, "compare", cnn_dir=config.cnn_dir, transfer_dir=config.transfer_dir) as figs:
         runs = {
-            "cnn": load_run(config.cnn_dir, "cnn"),
-            "transfer": load_run(config.transfer_dir, "transfer"),
+            Role.CNN: load_run(config.cnn_dir, Role.CNN),
+            Role.TRANSFER: load_run(config.transfer_dir, Role.TRANSFER),
         }
-        cnn, transfer = runs["cnn"], runs["transfer"]
-        check_comparable(cnn, transfer)
-        winner = pick_winner(cnn, transfer)
-        figures = plots.all_figures(cnn, transfer)
-
+        check_comparable(*runs.values())
+        winner = pick_winner(*runs.values())
+        figures = plots.all_figures(*runs.values())
         decision = champion.gate(
-            champion.champion_uri(config.store, config.dataset),
+            champion.champion_uri(config.store, config.dataset_name),
             candidate_record(config, runs.get(winner) if winner else None),
             config.margin,
             promote_on_new_split=config.promote_on_new_split,
         )
-        notes = [*cnn.notes, *transfer.notes]
-        if len(cnn.history.epoch) != len(transfer.history.epoch):
-            notes.append(
-                f"the histories differ in length ({len(cnn.history.epoch)} vs "
-                f"{len(transfer.history.epoch)} epochs); each is plotted as it is"
-            )
-        if not transfer.pretrained:
-            notes.append("transfer: the backbone started from random weights, not pretrained ones")
         metrics = flat_metrics(runs, winner, decision.promoted)
-        source = transfer if transfer.raw.get("test_split_sha256") else cnn
-        comparison = {
-            "format_version": 1,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "dataset": {
-                "name": config.dataset,
-                "version": source.raw.get("dataset_version"),
-                "uri": source.raw.get("dataset_uri"),
-                "test_split_sha256": source.raw.get("test_split_sha256"),
-            },
-            "class_names": list(cnn.class_names),
-            "winner": winner,
-            "winner_model": runs[winner].model if winner else None,
-            "winner_display_name": runs[winner].display_name if winner else None,
-            "headline": report.headline(cnn, transfer, winner),
-            "models": {role: _model_summary(run) for role, run in runs.items()},
-            "metrics": metrics,
-            "champion": {**decision.to_dict(), "margin": config.margin},
-            "notes": notes,
-            "figures": list(figures),
-        }
+        notes = _notes(*runs.values())
+        comparison = _comparison(config, runs, winner, metrics, decision, notes, figures)
         out = Path(config.output_dir)
-        for name, (_, png) in figures.items():
-            storage.write_bytes(str(out / name), png)
-        write_json = lambda name, value: storage.write_text(  # noqa: E731
-            str(out / name), json.dumps(value, indent=2, sort_keys=True) + "\n"
-        )
-        write_json("comparison.json", comparison)
-        write_json("metrics.json", metrics)
-        storage.write_text(
-            str(out / "summary.md"), report.render_markdown(cnn, transfer, comparison)
-        )
-        html_text = report.render_html(cnn, transfer, comparison, figures)
-        storage.write_text(str(out / "report.html"), html_text)
+        _write(out, runs, comparison, figures, metrics)
         # Both results are now held here: their training checkpoints have served their purpose.
         for compared in runs.values():
-            checkpoints.release(config.store, compared.raw.get("checkpoint_dir"))
+            checkpoints.release(config.store, compared.metrics.checkpoint_dir)
         figs.update(winner=winner, decision=decision.decision, figures=len(figures))
     return CompareResult(
         winner=winner,

@@ -31,32 +31,23 @@ def compare(
     from pathlib import Path
 
     from components.common.logging import configure
-    from pipelines.adapters import compare_config, write_compare_artifacts
 
     configure()
+    from components.compare import artifacts
+    from components.compare.compare import run
+
     with tempfile.TemporaryDirectory(prefix="compare-") as work:
-        config = compare_config(
-            cnn_dir=cnn_model.path,
-            transfer_dir=transfer_model.path,
-            output_dir=str(Path(work) / "out"),
+        config = artifacts.config(
+            cnn_model=cnn_model,
+            transfer_model=transfer_model,
+            work=Path(work),
             store=store,
             dataset_name=dataset_name,
             margin=margin,
-            cnn_model_uri=cnn_model.uri,
-            transfer_model_uri=transfer_model.uri,
-            run_id=run_id or None,
+            run_id=run_id,
         )
-        from components.compare.compare import run
-
         result = run(config)
-        write_compare_artifacts(
-            output_dir=Path(config.output_dir),
-            report=report,
-            summary=summary,
-            metrics=metrics,
-            figures=figures,
-            champion=dict(result.champion),
-        )
+        artifacts.publish(result, report=report, summary=summary, metrics=metrics, figures=figures)
     outputs = namedtuple("CompareOutputs", ["winner", "promoted"])
     return outputs(str(result.winner), bool(result.champion.get("promoted", False)))
 

@@ -15,21 +15,16 @@ import numpy as np
 
 from components.common.dataset import DataError
 from components.common.numbers import finite_or_none as number
-
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
-MISCLASSIFIED_FILE = "misclassified.npz"
-HISTORY_SERIES = ("accuracy", "val_accuracy", "loss", "val_loss", "epoch_seconds")
-# Scalar fields of metrics.json that the report and the gate use.
-NUMBER_FIELDS = (
-    "test_accuracy",
-    "test_loss",
-    "train_seconds",
-    "images_per_second",
-    "params_total",
-    "params_trainable",
-    "epochs_run",
+from components.common.result import (
+    HISTORY_FILE,
+    METRICS_FILE,
+    MISCLASSIFIED_FILE,
+    NUMBER_FIELDS,
+    Role,
+    TrainingMetrics,
 )
+
+HISTORY_SERIES = ("accuracy", "val_accuracy", "loss", "val_loss", "epoch_seconds")
 
 
 def missing_text(raw: dict[str, Any], key: str) -> str:
@@ -68,11 +63,10 @@ class Misclassified:
 class RunOutputs:
     """One training run's published outputs, validated."""
 
-    role: str  # "cnn" or "transfer"
+    role: Role
     folder: str
-    raw: dict[str, Any]  # metrics.json as read
-    numbers: dict[str, float | None]  # NUMBER_FIELDS, None where missing or not finite
-    class_names: tuple[str, ...]
+    metrics: TrainingMetrics  # metrics.json as read
+    missing: dict[str, str]  # NUMBER_FIELDS that are None -> how metrics.json held them
     confusion: np.ndarray | None  # int [n, n], rows true, cols predicted
     history: History
     misclassified: Misclassified | None
@@ -81,22 +75,32 @@ class RunOutputs:
     @property
     def model(self) -> str:
         """The model name (e.g. "seed_cnn")."""
-        return str(self.raw.get("model") or self.role)
+        return self.metrics.model or str(self.role)
 
     @property
     def display_name(self) -> str:
         """A human-readable model name."""
-        return str(self.raw.get("display_name") or self.model)
+        return self.metrics.display_name or self.model
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The dataset's class names."""
+        return self.metrics.class_names
 
     @property
     def pretrained(self) -> bool:
         """Whether the model started from pretrained weights."""
-        return self.raw.get("pretrained") is True
+        return self.metrics.pretrained
+
+    @property
+    def numbers(self) -> dict[str, float | None]:
+        """NUMBER_FIELDS, None where missing or not finite."""
+        return self.metrics.numbers()
 
     @property
     def accuracy(self) -> float | None:
         """Test accuracy, or None when missing or not finite."""
-        return self.numbers["test_accuracy"]
+        return self.metrics.test_accuracy
 
     def per_class_accuracy(self) -> np.ndarray | None:
         """Confusion-matrix diagonal over row sums (NaN for classes without test images)."""
@@ -189,31 +193,26 @@ def load_misclassified(path: Path, n_classes: int) -> Misclassified | None:
     )
 
 
-def load_run(folder: str | Path, role: str) -> RunOutputs:
+def load_run(folder: str | Path, role: Role) -> RunOutputs:
     """Read one training run's folder and validate it."""
     folder = Path(folder)
     metrics_path = folder / METRICS_FILE
     raw = _read_json(metrics_path)
-    if not isinstance(raw, dict):
-        raise DataError(f"{metrics_path}: expected a JSON object")
-    names = raw.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{metrics_path}: 'class_names' must be a non-empty list of strings")
-    notes = []
-    numbers = {name: number(raw.get(name)) for name in NUMBER_FIELDS}
-    for name, value in numbers.items():
-        if value is None:
-            notes.append(f"{role}: {name} is {missing_text(raw, name)}")
-    misclassified = load_misclassified(folder / MISCLASSIFIED_FILE, len(names))
+    metrics = TrainingMetrics.from_dict(raw, str(metrics_path))
+    missing = {
+        name: missing_text(raw, name) for name in NUMBER_FIELDS if getattr(metrics, name) is None
+    }
+    notes = [f"{role}: {name} is {text}" for name, text in missing.items()]
+    count = len(metrics.class_names)
+    misclassified = load_misclassified(folder / MISCLASSIFIED_FILE, count)
     if misclassified is None:
         notes.append(f"{role}: no {MISCLASSIFIED_FILE}, so no grid of its wrong predictions")
     return RunOutputs(
         role=role,
         folder=str(folder),
-        raw=raw,
-        numbers=numbers,
-        class_names=tuple(names),
-        confusion=_confusion(raw.get("confusion_matrix"), len(names), metrics_path),
+        metrics=metrics,
+        missing=missing,
+        confusion=_confusion(metrics.confusion_matrix, count, metrics_path),
         history=load_history(folder / HISTORY_FILE),
         misclassified=misclassified,
         notes=notes,
@@ -227,7 +226,7 @@ def check_comparable(cnn: RunOutputs, transfer: RunOutputs) -> None:
             f"class names differ: {Path(cnn.folder) / METRICS_FILE} has {list(cnn.class_names)}, "
             f"{Path(transfer.folder) / METRICS_FILE} has {list(transfer.class_names)}"
         )
-    splits = (cnn.raw.get("test_split_sha256"), transfer.raw.get("test_split_sha256"))
+    splits = (cnn.metrics.test_split_sha256, transfer.metrics.test_split_sha256)
     if all(splits) and splits[0] != splits[1]:
         raise DataError(
             f"the runs were tested on different test splits: {cnn.folder} on {splits[0]}, "

@@ -16,10 +16,11 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
 
+from components.common.result import Role
 from components.compare.inputs import Misclassified, RunOutputs
 
 DPI = 100
-COLOURS = {"cnn": "#1f77b4", "transfer": "#d62728"}
+COLOURS = {Role.CNN: "#1f77b4", Role.TRANSFER: "#d62728"}
 GRID_COLUMNS = 6
 GRID_MAX = 36
 

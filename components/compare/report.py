@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from components.compare.inputs import RunOutputs, missing_text
+from components.common.result import Role
+from components.compare.inputs import RunOutputs
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
@@ -67,14 +68,14 @@ ROWS = (
         "weights_sha256",
         "{}",
         None,
-        lambda r: (r.raw.get("weights_sha256") or "-")[:12],
+        lambda r: (r.metrics.weights_sha256 or "-")[:12],
     ),
 )
 
 
 def describe(run: RunOutputs) -> str:
     """The model as the headline names it."""
-    if run.role == "cnn":
+    if run.role == Role.CNN:
         if "scratch" in run.display_name.lower():  # the name already says it
             return f"the {run.display_name}"
         return f"the CNN trained from scratch ({run.display_name})"
@@ -99,8 +100,8 @@ def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
         return (
             f"{caveat}No winner: test accuracy is missing or not a number for {', '.join(missing)}."
         )
-    runs = {"cnn": cnn, "transfer": transfer}
-    best, other = runs[winner], runs["transfer" if winner == "cnn" else "cnn"]
+    runs = {Role.CNN: cnn, Role.TRANSFER: transfer}
+    best, other = runs[winner], runs[Role.TRANSFER if winner == Role.CNN else Role.CNN]
     gain = (best.accuracy - other.accuracy) * 100
     verb = "beats" if gain > 0 else "ties with (fewer parameters)"
     sentence = (
@@ -113,7 +114,7 @@ def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
 def _cell(row: Row, run: RunOutputs, best: float | None) -> tuple[str, str]:
     value = row.value(run)
     if value is None:
-        return "missing", missing_text(run.raw, row.key)
+        return "missing", run.missing.get(row.key, "missing")
     text = row.fmt.format(value)
     return ("best" if best is not None and value == best else ""), text
 

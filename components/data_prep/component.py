@@ -26,34 +26,21 @@ def data_prep(
     from collections import namedtuple
 
     from components.common.logging import configure
-    from components.data_prep.prep import PrepConfig, run
 
     configure()
-    result = run(
-        PrepConfig(
-            store=store,
-            source=source,
-            name=dataset_name,
-            limit=limit or None,
-            val_fraction=val_fraction,
-            seed=seed,
-        )
-    )
-    manifest = result.manifest
-    with open(dataset.path, "w") as handle:
-        handle.write(manifest.to_json())
-    dataset.metadata.update(
-        {
-            "uri": result.uri,
-            "version": manifest.version,
-            "cache_hit": result.cache_hit,
-            "classes": manifest.num_classes,
-            "image_shape": list(manifest.image_shape),
-            **{f"{name}_images": split.count for name, split in manifest.splits.items()},
-        }
+    from components.data_prep import artifacts
+    from components.data_prep.prep import PrepConfig, run
+
+    config = PrepConfig(
+        store=store,
+        source=source,
+        dataset_name=dataset_name,
+        limit=limit,
+        val_fraction=val_fraction,
+        seed=seed,
     )
     outputs = namedtuple("DataPrepOutputs", ["dataset_uri", "version"])
-    return outputs(result.uri, manifest.version)
+    return outputs(*artifacts.publish(run(config), dataset))
 
 
 def make(image: str = DEFAULT_IMAGE) -> dsl.base_component.BaseComponent:

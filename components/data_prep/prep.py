@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import errno
 import os
@@ -27,54 +26,12 @@ from components.common.digest import json_digest
 from components.common.http import RetryPolicy
 from components.common.logging import get_logger, step
 from components.data_prep import images as image_folder
+from components.data_prep.config import PrepConfig
 from components.data_prep.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, load_pair
 from components.data_prep.shards import balanced_subset, stratified_split, write_shards
 from components.data_prep.sources import ResolvedSource, resolve
 
 log = get_logger("data_prep")
-
-
-@dataclass(frozen=True)
-class PrepConfig:
-    """Data-prep settings. Those marked (versioned) change the dataset version."""
-
-    store: str = "store"  # gs://bucket/prefix or a local folder
-    source: str = "auto"  # folder, base URL, gs:// prefix or archive; auto: Debian files or URL
-    name: str = "fashion_mnist"  # dataset name: <store>/datasets/<name>/<version>/
-    val_fraction: float = 0.1  # (versioned) share of each train class held out for validation
-    seed: int = 42  # (versioned) seeds the subset and the hold-out
-    limit: int | None = None  # (versioned) at most this many images per source split
-    records_per_shard: int = 10_000  # (versioned) TFRecord records per shard
-    class_names: tuple[str, ...] | None = None  # (versioned) IDX class names; None: Fashion-MNIST
-    image_size: tuple[int, int] | None = None  # (versioned) resize image folders to (H, W)
-    max_image_pixels: int = 50_000_000  # larger images are refused as decompression bombs
-    work_dir: str | None = None  # scratch folder; None: a temporary one
-    download_attempts: int = 6  # tries per remote file before the source counts as unreachable
-    download_initial_wait_s: float = 1.0  # first retry backoff; doubles per retry, with jitter
-
-    def __post_init__(self) -> None:
-        """Validate at start-up."""
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be positive, got {self.limit}")
-        if self.records_per_shard < 1:
-            raise ValueError(f"records_per_shard must be positive, got {self.records_per_shard}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"dataset name must be a non-empty path segment, got {self.name!r}")
-        if self.image_size is not None and min(self.image_size) < 1:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-
-    def versioned_params(self) -> dict:
-        """The parameters that, with the source content, define the dataset version."""
-        return {
-            "val_fraction": self.val_fraction,
-            "seed": self.seed,
-            "limit": self.limit,
-            "records_per_shard": self.records_per_shard,
-            "class_names": list(self.class_names) if self.class_names else None,
-            "image_size": list(self.image_size) if self.image_size else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -122,7 +79,7 @@ def _load(source: ResolvedSource, config: PrepConfig):
             listing[split],
             class_names,
             max_pixels=config.max_image_pixels,
-            image_size=config.image_size,
+            image_size=config.image_size or None,
         )
         for split in ("train", "test")
     }
@@ -153,7 +110,7 @@ def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) 
         raise DataError(str(error).replace(local, source.description.rstrip("/"))) from None
     splits_arrays = {}
     for split, (images, labels) in data.items():
-        keep = balanced_subset(labels, config.limit, config.seed)
+        keep = balanced_subset(labels, config.limit or None, config.seed)
         data[split] = (images[keep], labels[keep])
     images, labels = data["train"]
     train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
@@ -165,7 +122,7 @@ def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) 
         shards = write_shards(split_images, split_labels, split, out, config.records_per_shard)
         splits[split] = _split_info(split_labels, class_names, shards)
     return Manifest(
-        name=config.name,
+        name=config.dataset_name,
         version=version,
         class_names=class_names,
         image_shape=tuple(int(d) for d in data["test"][0].shape[1:]),
@@ -234,7 +191,7 @@ def _publish_local(out: Path, manifest: Manifest, target: Path) -> bool:
 def run(config: PrepConfig) -> PrepResult:
     """Prepare the dataset; a re-run with the same source content and parameters is a no-op."""
     with step(log, "data_prep", source=config.source, store=config.store) as figures:
-        with tempfile.TemporaryDirectory(prefix="data-prep-", dir=config.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="data-prep-", dir=config.work_dir or None) as tmp:
             work = Path(tmp)
             policy = RetryPolicy(
                 attempts=config.download_attempts,
@@ -242,7 +199,7 @@ def run(config: PrepConfig) -> PrepResult:
             )
             source = resolve(config.source, work, policy)
             version = dataset_version(source.sha256, config)
-            uri = dataset_uri(config.store, config.name, version)
+            uri = dataset_uri(config.store, config.dataset_name, version)
             figures.update(version=version, uri=uri, source_kind=source.kind)
             if storage.exists(storage.join(uri, MANIFEST_NAME)):
                 manifest = load_manifest(uri)
@@ -267,8 +224,3 @@ def _counts(manifest: Manifest) -> dict:
         "classes": manifest.num_classes,
         "image_shape": list(manifest.image_shape),
     }
-
-
-def config_from(**overrides: object) -> PrepConfig:
-    """A config with the given fields replaced (unknown names are an error)."""
-    return dataclasses.replace(PrepConfig(), **overrides)

@@ -85,41 +85,47 @@ def _idx_source(base: str, work: Path, description: str, policy: RetryPolicy) ->
     return ResolvedSource("idx", description, local, json_digest(hashes))
 
 
+def _resolve_archive(description: str, work: Path, policy: RetryPolicy) -> ResolvedSource:
+    archive = Path(description)
+    if _is_url(description) or storage.is_gcs(description):
+        archive = _fetch(description, work / "download" / PurePosixPath(description).name, policy)
+    elif not archive.is_file():
+        raise DataError(f"{archive}: archive not found")
+    tree = work / "tree"
+    extract_archive(archive, tree)
+    return ResolvedSource("folder", description, tree, file_digest(archive))
+
+
+def _resolve_gcs(description: str, work: Path, policy: RetryPolicy) -> ResolvedSource:
+    objects = storage.list_uris(description)
+    prefix = description.rstrip("/") + "/"
+    names = {uri[len(prefix) :] for uri in objects}
+    if set(FASHION_MNIST_FILES.values()) <= names:
+        return _idx_source(description, work, description, policy)
+    if not any(name.startswith("train/") for name in names):
+        raise DataError(
+            f"{description}: neither IDX files ({', '.join(FASHION_MNIST_FILES.values())}) "
+            "nor a train/ folder"
+        )
+    tree = work / "tree"
+    for uri in objects:
+        name = uri[len(prefix) :]
+        if name.endswith("/"):  # a console "folder" placeholder
+            continue
+        _check_member(name, Path(description))
+        _fetch(uri, tree / name, policy)
+    return ResolvedSource("folder", description, tree, _hash_tree(tree))
+
+
 def resolve(source: str, work: Path, policy: RetryPolicy = RetryPolicy()) -> ResolvedSource:  # noqa: B008
     """Make `source` local under `work` and identify its kind; downloads follow `policy`."""
     description = resolve_auto(source)
     if _is_archive(description):
-        archive = Path(description)
-        if _is_url(description) or storage.is_gcs(description):
-            archive = _fetch(
-                description, work / "download" / PurePosixPath(description).name, policy
-            )
-        elif not archive.is_file():
-            raise DataError(f"{archive}: archive not found")
-        tree = work / "tree"
-        extract_archive(archive, tree)
-        return ResolvedSource("folder", description, tree, file_digest(archive))
+        return _resolve_archive(description, work, policy)
     if _is_url(description):
         return _idx_source(description, work, description, policy)
     if storage.is_gcs(description):
-        objects = storage.list_uris(description)
-        prefix = description.rstrip("/") + "/"
-        names = {uri[len(prefix) :] for uri in objects}
-        if set(FASHION_MNIST_FILES.values()) <= names:
-            return _idx_source(description, work, description, policy)
-        if not any(name.startswith("train/") for name in names):
-            raise DataError(
-                f"{description}: neither IDX files ({', '.join(FASHION_MNIST_FILES.values())}) "
-                "nor a train/ folder"
-            )
-        tree = work / "tree"
-        for uri in objects:
-            name = uri[len(prefix) :]
-            if name.endswith("/"):  # a console "folder" placeholder
-                continue
-            _check_member(name, Path(description))
-            _fetch(uri, tree / name, policy)
-        return ResolvedSource("folder", description, tree, _hash_tree(tree))
+        return _resolve_gcs(description, work, policy)
     folder = Path(description)
     if not folder.is_dir():
         raise DataError(f"{folder}: source not found (not a folder, archive, URL or gs:// path)")

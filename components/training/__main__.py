@@ -1,98 +1,54 @@
-"""CLI: python -m components.training {cnn,transfer} --dataset URI --output-dir DIR ..."""
+"""CLI: python -m components.training {cnn,transfer} --dataset-uri URI --output-dir DIR ..."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from components.common.cli import add_common_arguments, run_main, write_summary
+from components.common.backbones import DEFAULT_BACKBONE
+from components.common.cli import add_step_arguments, run_main, write_summary
+from components.common.config import ConfigError, from_args
 from components.common.logging import get_logger
-from components.training.checkpoint import EXIT_PREEMPTED, TrainingInterrupted
-from components.training.config import OPTIMIZERS, TrainConfig
+from components.common.result import Role
+from components.training.config import TrainConfig
+from components.training.models import SEED_CNN
 
-STEPS = {"cnn": "seed_cnn", "transfer": "inception_v3"}
-
-
-def optional_int(text: str) -> int | None:
-    """An int, or None for 'none'/'default'."""
-    return None if text.lower() in ("none", "default", "") else int(text)
+STEPS = {Role.CNN: SEED_CNN, Role.TRANSFER: DEFAULT_BACKBONE}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse the command line."""
-    defaults = TrainConfig(dataset_uri="-")
+    """Parse the command line: the step, then one option per TrainConfig field."""
     parser = argparse.ArgumentParser(
         prog="python -m components.training",
         description="Train the CNN from scratch (cnn) or the backbone transfer model (transfer).",
     )
-    parser.add_argument("step", choices=sorted(STEPS), help="cnn: seed_cnn; transfer: backbone")
-    parser.add_argument("--dataset", required=True, help="dataset folder with manifest.json")
-    parser.add_argument("--output-dir", required=True, help="local folder for the outputs")
-    parser.add_argument("--model", default=None, help="override the step's model name")
-    parser.add_argument("--weights", default=None, help="backbone weights file (URI or path)")
-    parser.add_argument("--input-size", type=optional_int, default=None)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--augmentation", type=float, default=defaults.augmentation)
-    parser.add_argument("--cut-layer", default=defaults.cut_layer)
-    parser.add_argument("--fine-tune-from", default=None)
-    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
-    parser.add_argument(
-        "--fine-tune-learning-rate", type=float, default=defaults.fine_tune_learning_rate
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--checkpoint-dir", default=None, help="store URI or folder for resume")
-    parser.add_argument("--cache-dir", default=None, help="local scratch (default: a temp dir)")
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--lr-decay-patience", type=int, default=defaults.lr_decay_patience)
-    parser.add_argument("--target-accuracy", type=float, default=None)
-    parser.add_argument("--no-feature-cache", action="store_true")
-    parser.add_argument("--feature-dtype", default=defaults.feature_dtype)
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--output-json", default=None, help="also write the key results here")
-    add_common_arguments(parser)
+    steps = parser.add_subparsers(dest="step", required=True)
+    for role, model in STEPS.items():
+        sub = steps.add_parser(str(role), help=f"train {model} (--model overrides)")
+        required = ("dataset_uri", "output_dir")
+        add_step_arguments(sub, TrainConfig, required=required, overrides={"model": model})
     return parser.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig the arguments describe."""
-    return TrainConfig(
-        dataset_uri=args.dataset,
-        output_dir=args.output_dir,
-        model=args.model or STEPS[args.step],
-        weights=args.weights,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        augmentation=args.augmentation,
-        cut_layer=args.cut_layer,
-        fine_tune_from=args.fine_tune_from,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        seed=args.seed,
-        checkpoint_dir=args.checkpoint_dir,
-        cache_dir=args.cache_dir,
-        patience=args.patience,
-        lr_decay_patience=args.lr_decay_patience,
-        target_accuracy=args.target_accuracy,
-        feature_cache=not args.no_feature_cache,
-        feature_dtype=args.feature_dtype,
-        num_classes=args.num_classes,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exits 143 after a SIGTERM checkpoint so that the orchestrator retries."""
     args = parse_args(argv)
+    name = f"train_{args.step}"
+    interrupted: list[str] = []
 
     def body() -> None:
-        from components.training.train import run  # TensorFlow loads here, not at --help
+        from components.training.callbacks import TrainingDivergedError  # TensorFlow loads here
+        from components.training.checkpoint import TrainingInterrupted
+        from components.training.train import run
 
-        result = run(config_from_args(args))
+        try:
+            result = run(from_args(TrainConfig, args))
+        except TrainingInterrupted as error:
+            interrupted.append(str(error))
+            return
+        except TrainingDivergedError as error:
+            # A known outcome of the recipe's parameters (the message says which to lower).
+            raise ConfigError(str(error)) from error
         summary = {
             "output_dir": result.output_dir,
             "model": result.model,
@@ -102,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_summary(args.output_json, summary)
 
-    try:
-        return run_main(f"train_{args.step}", args, body)
-    except TrainingInterrupted as error:
-        get_logger(f"train_{args.step}").warning("interrupted", reason=str(error))
-        print(f"interrupted: {error}", file=sys.stderr)
-        return EXIT_PREEMPTED
+    code = run_main(name, args, body)
+    if not interrupted:
+        return code
+    from components.training.checkpoint import EXIT_PREEMPTED
+
+    get_logger(name).warning("interrupted", reason=interrupted[0])
+    print(f"interrupted: {interrupted[0]}", file=sys.stderr)
+    return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

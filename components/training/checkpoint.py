@@ -23,11 +23,11 @@ import keras
 
 from components.common import storage
 from components.common.logging import get_logger
+from components.common.result import HISTORY_FILE
 
 log = get_logger("training")
 
 LATEST = "LATEST.json"
-HISTORY_FILE = "history.json"
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the orchestrator retries
 
 

@@ -17,12 +17,12 @@ def train(
     model: str = "seed_cnn",
     weights_uri: str = "",
     input_size: int = 0,
-    epochs: int = 10,
+    epochs: int = 0,
     batch_size: int = 128,
     optimizer: str = "adam",
     learning_rate: float = 0.001,
     augmentation: float = 0.0,
-    cut_layer: str = "mixed7",
+    cut_layer: str = "",
     fine_tune_from: str = "",
     fine_tune_epochs: int = 0,
     fine_tune_learning_rate: float = 1e-5,
@@ -30,22 +30,25 @@ def train(
 ):
     """Train `model` on the dataset at `dataset_uri` and publish its outputs as artifacts.
 
-    `weights_uri` empty means random initialisation (not pretrained). The dataset and weights
-    come in as content-addressed URIs, so the KFP cache key follows their content. Checkpoints
-    go to `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
+    `weights_uri` empty means random initialisation (not pretrained); 0 or empty means the
+    model's default for `input_size`, `epochs` and `cut_layer`. The dataset and weights come in
+    as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
+    `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
     import tempfile
     from pathlib import Path
 
     from components.common.logging import configure
-    from pipelines.adapters import train_config, write_training_artifacts
 
     configure()
+    from components.training import artifacts
+    from components.training.train import run
+
     with tempfile.TemporaryDirectory(prefix="train-") as work:
-        config = train_config(
+        config = artifacts.config(
             work=Path(work),
-            dataset_uri=dataset_uri,
             store=store,
+            dataset_uri=dataset_uri,
             model=model,
             weights_uri=weights_uri,
             input_size=input_size,
@@ -60,11 +63,9 @@ def train(
             fine_tune_learning_rate=fine_tune_learning_rate,
             seed=seed,
         )
-        from components.training.train import run
-
         run(config)
-        write_training_artifacts(
-            output_dir=Path(config.output_dir),
+        artifacts.publish(
+            Path(config.output_dir),
             model=trained_model,
             metrics=metrics,
             classification=classification,

@@ -4,8 +4,9 @@ Every model takes raw uint8 images [batch, H, W, C] at the dataset's native size
 resizing, grayscale-to-RGB and augmentation are layers inside the model, so they run on the
 accelerator and the exported model needs no separate preprocessing.
 
-`MODELS` maps a name to its builder, default input size and scaling (timm's `default_cfgs`,
-scaled down): another `keras.applications` backbone is one more entry.
+`MODELS` maps a name to its input sizes, scaling and default epochs: the seed CNN, plus one
+entry per backbone of `components.common.backbones.BACKBONES` (timm's `default_cfgs`, scaled
+down), so another `keras.applications` backbone is one entry there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.backbones import BACKBONES, DEFAULT_BACKBONE, Backbone
+from components.common.config import ConfigError
 from components.common.dataset import DataError
+
+SEED_CNN = "seed_cnn"
+TRANSFER_EPOCHS = 10  # default first-phase epochs of a transfer model (the head trains fast)
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,8 @@ class ModelSpec:
     scale: float  # pixel scaling inside the model: x * scale + offset
     offset: float
     rgb: bool  # whether the network wants three channels
-    backbone: str | None = None  # keras.applications class name; None: built from scratch
+    default_epochs: int  # first-phase epochs when none are given
+    backbone: Backbone | None = None  # the pretrained backbone; None: built from scratch
 
     @property
     def is_transfer(self) -> bool:
@@ -35,14 +42,24 @@ class ModelSpec:
         return self.backbone is not None
 
 
+def _transfer(backbone: Backbone) -> ModelSpec:
+    return ModelSpec(
+        display_name=backbone.display_name,
+        default_input_size=backbone.default_input_size,
+        min_input_size=backbone.min_input_size,
+        scale=backbone.scale,
+        offset=backbone.offset,
+        rgb=True,
+        default_epochs=TRANSFER_EPOCHS,
+        backbone=backbone,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     # Native resolution is 28x28; doubling it gives the three 2x2-conv/pool blocks room to keep
     # a 6x6 map before Flatten, at a fraction of the blog's 150x150 cost.
-    "seed_cnn": ModelSpec("CNN from scratch", 56, 16, 1 / 255.0, 0.0, rgb=False),
-    # keras.applications.inception_v3.preprocess_input: x / 127.5 - 1.
-    "inception_v3": ModelSpec(
-        "InceptionV3 transfer", 150, 75, 1 / 127.5, -1.0, rgb=True, backbone="InceptionV3"
-    ),
+    SEED_CNN: ModelSpec("CNN from scratch", 56, 16, 1 / 255.0, 0.0, rgb=False, default_epochs=20),
+    **{name: _transfer(backbone) for name, backbone in BACKBONES.items()},
 }
 
 
@@ -89,13 +106,12 @@ def augmentation_block(strength: float, seed: int):
     )
 
 
-def classifier_head(num_classes: int, dense_units: int, dropout_rate: float, flatten=True):
+def classifier_head(num_classes: int, dense_units: int, dropout_rate: float):
     """Flatten, Dense relu, Dropout, Dense softmax (float32 output under mixed precision)."""
     from keras import layers
 
-    stack = [layers.Flatten(name="flatten")] if flatten else []
     return [
-        *stack,
+        layers.Flatten(name="flatten"),
         layers.Dense(dense_units, activation="relu", name="dense_hidden"),
         layers.Dropout(dropout_rate, name="dropout"),
         layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions"),
@@ -115,7 +131,7 @@ def build_seed_cnn(
     import keras
     from keras import layers
 
-    spec = MODELS["seed_cnn"]
+    spec = MODELS[SEED_CNN]
     pre = preprocessing(spec, image_shape, input_size, augmentation, seed)
     x = pre.output
     for index, filters in enumerate((32, 32, 64)):
@@ -140,7 +156,8 @@ def load_backbone(spec: ModelSpec, input_size: int, weights: str | None, cut_lay
     """The backbone with `include_top=False`, weights loaded, cut at `cut_layer`."""
     import keras
 
-    factory: Callable = getattr(keras.applications, spec.backbone)
+    name = spec.backbone.keras_class
+    factory: Callable = getattr(keras.applications, name)
     shape = (input_size, input_size, 3)
     base = factory(include_top=False, weights=None, input_shape=shape)
     if weights is not None:
@@ -148,8 +165,8 @@ def load_backbone(spec: ModelSpec, input_size: int, weights: str | None, cut_lay
     try:
         cut = base.get_layer(cut_layer)
     except ValueError:
-        raise ValueError(f"{spec.backbone} has no layer {cut_layer!r} to cut at") from None
-    return keras.Model(base.input, cut.output, name=f"{spec.backbone.lower()}_to_{cut_layer}")
+        raise ConfigError(f"cut_layer: {name} has no layer {cut_layer!r} to cut at") from None
+    return keras.Model(base.input, cut.output, name=f"{name.lower()}_to_{cut_layer}")
 
 
 def load_backbone_weights(base, weights: str, spec: ModelSpec) -> None:
@@ -163,7 +180,8 @@ def load_backbone_weights(base, weights: str, spec: ModelSpec) -> None:
     except (ValueError, KeyError, OSError, TypeError) as error:
         detail = " ".join(str(error).split())[:400]
         raise DataError(
-            f"{weights}: weights do not fit {spec.backbone} (include_top=False): {detail}"
+            f"{weights}: weights do not fit {spec.backbone.keras_class} (include_top=False): "
+            f"{detail}"
         ) from None
 
 
@@ -172,17 +190,18 @@ def build_transfer(
     num_classes: int,
     input_size: int,
     weights: str | None,
-    cut_layer: str = "mixed7",
+    cut_layer: str = "",
     augmentation: float = 0.0,
     seed: int = 0,
     dense_units: int = 1024,
     dropout_rate: float = 0.2,
-    model: str = "inception_v3",
+    model: str = DEFAULT_BACKBONE,
 ) -> TransferModel:
-    """Frozen backbone cut at `cut_layer`, called with training=False, plus the dense head."""
+    """Frozen backbone cut at `cut_layer` (empty: its default), training=False, dense head."""
     import keras
 
     spec = MODELS[model]
+    cut_layer = cut_layer or spec.backbone.default_cut_layer
     backbone = load_backbone(spec, input_size, weights, cut_layer)
     backbone.trainable = False
     head_input = keras.Input(shape=backbone.output.shape[1:], name="features")
@@ -207,7 +226,7 @@ def unfreeze_from(backbone, first_layer: str) -> int:
 
     names = [layer.name for layer in backbone.layers]
     if first_layer not in names:
-        raise ValueError(f"fine_tune_from: the backbone has no layer {first_layer!r}")
+        raise ConfigError(f"fine_tune_from: the backbone has no layer {first_layer!r}")
     backbone.trainable = True
     start = names.index(first_layer)
     for index, layer in enumerate(backbone.layers):

@@ -15,7 +15,67 @@ from pathlib import Path
 
 import numpy as np
 
-ORDER = ("model.keras", "saved_model", "history.json", "misclassified.npz", "config.json")
+from components.common.dataset import Manifest
+from components.common.lineage import lineage
+from components.common.result import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MISCLASSIFIED_FILE,
+    MODEL_FILE,
+    SAVED_MODEL_DIR,
+    TrainingMetrics,
+)
+from components.training.config import TrainConfig
+from components.training.data import test_split_sha256
+from components.training.evaluate import Evaluation
+
+ORDER = (MODEL_FILE, SAVED_MODEL_DIR, HISTORY_FILE, MISCLASSIFIED_FILE, CONFIG_FILE)
+
+
+def record(
+    config: TrainConfig,
+    manifest: Manifest,
+    history: dict,
+    model,
+    scores: Evaluation,
+    *,
+    weights_sha256: str | None,
+    feature_seconds: float,
+    resumed: bool,
+) -> TrainingMetrics:
+    """The run's metrics.json record: test scores, speed, sizes, data and code lineage."""
+    epoch_seconds = sum(history["epoch_seconds"])
+    trained_images = manifest.splits["train"].count * len(history["epoch"])
+    pretrained = weights_sha256 is not None
+    display_name = config.spec.display_name
+    if config.spec.is_transfer:
+        display_name += " (pretrained)" if pretrained else " (random init)"
+    return TrainingMetrics(
+        model=config.model,
+        display_name=display_name,
+        pretrained=pretrained,
+        weights_sha256=weights_sha256,
+        dataset_uri=config.dataset_uri,
+        dataset_version=manifest.version,
+        test_split_sha256=test_split_sha256(manifest),
+        class_names=tuple(manifest.class_names),
+        test_accuracy=scores.accuracy,
+        test_loss=scores.loss,
+        train_seconds=round(epoch_seconds + feature_seconds, 3),
+        feature_seconds=round(feature_seconds, 3),
+        images_per_second=round(trained_images / epoch_seconds, 2) if epoch_seconds else None,
+        params_total=int(model.count_params()),
+        params_trainable=int(sum(int(w.numpy().size) for w in model.trainable_weights)),
+        epochs_run=len(history["epoch"]),
+        input_size=config.resolved_input_size,
+        seed=config.seed,
+        resumed=resumed,
+        checkpoint_dir=config.checkpoint_dir,
+        per_class=scores.per_class,
+        confusion_matrix=scores.confusion.tolist(),
+        lineage=lineage(),
+    )
 
 
 def clean(value):
@@ -44,12 +104,16 @@ def write_all(
     *,
     model,
     image_shape: tuple[int, int, int],
-    metrics: dict,
+    metrics: TrainingMetrics,
     history: dict,
     misclassified: dict,
     config: dict,
 ) -> None:
     """Stage every output, then move them into `output_dir` (metrics.json last)."""
+
+    def dump(name: str, value: dict) -> None:
+        (staging / name).write_text(json.dumps(clean(value), indent=2) + "\n")
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".staging-*"):  # left by a run killed while writing
@@ -57,13 +121,13 @@ def write_all(
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        model.save(staging / "model.keras")
-        export_saved_model(model, staging / "saved_model", image_shape)
-        (staging / "history.json").write_text(json.dumps(clean(history), indent=2) + "\n")
-        np.savez_compressed(staging / "misclassified.npz", **misclassified)
-        (staging / "config.json").write_text(json.dumps(clean(config), indent=2) + "\n")
-        (staging / "metrics.json").write_text(json.dumps(clean(metrics), indent=2) + "\n")
-        for name in (*ORDER, "metrics.json"):
+        model.save(staging / MODEL_FILE)
+        export_saved_model(model, staging / SAVED_MODEL_DIR, image_shape)
+        dump(HISTORY_FILE, history)
+        np.savez_compressed(staging / MISCLASSIFIED_FILE, **misclassified)
+        dump(CONFIG_FILE, {**config, "lineage": metrics.lineage})
+        dump(METRICS_FILE, metrics.to_dict())
+        for name in (*ORDER, METRICS_FILE):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)

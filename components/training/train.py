@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from components.common import storage
+from components.common.config import ConfigError
 from components.common.dataset import DataError, Manifest, load_manifest
 from components.common.digest import json_digest
 from components.common.logging import get_logger, step
 from components.training import checkpoint, data, device, evaluate, features, outputs
 from components.training.callbacks import EpochRecorder, NaNGuard, StopAtAccuracy, empty_history
 from components.training.config import TrainConfig, TrainResult
-from components.training.models import MODELS, build_seed_cnn, build_transfer, unfreeze_from
+from components.training.models import build_seed_cnn, build_transfer, unfreeze_from
 from components.training.resources import make_optimizer, resolve_weights, scratch
 
 log = get_logger("training")
@@ -51,16 +52,16 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
         "dense_units": config.dense_units,
         "dropout_rate": config.dropout_rate,
     }
-    if config.model == "seed_cnn":
+    if not config.spec.is_transfer:
         return build_seed_cnn(**common)
     built = build_transfer(
-        **common, weights=weights, cut_layer=config.cut_layer, model=config.model
+        **common, weights=weights, cut_layer=config.resolved_cut_layer, model=config.model
     )
     layers = {layer.name for layer in built.backbone.layers}
     if config.fine_tune_from and config.fine_tune_from not in layers:
         # Checked now, not after the head phase has spent its time.
-        raise ValueError(
-            f"fine_tune_from: the backbone cut at {config.cut_layer} has no layer "
+        raise ConfigError(
+            f"fine_tune_from: the backbone cut at {config.resolved_cut_layer} has no layer "
             f"{config.fine_tune_from!r}"
         )
     return built
@@ -81,7 +82,7 @@ def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr
     recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
     nan_guard = NaNGuard()
     callbacks: list[Any] = [recorder, nan_guard]
-    if config.target_accuracy is not None:
+    if config.target_accuracy:
         callbacks.append(StopAtAccuracy(config.target_accuracy))
     if config.lr_decay_patience:
         callbacks.append(
@@ -149,114 +150,114 @@ def phase_done(ctx: Context, phase: str) -> bool:
     return bool(json.loads(storage.read_text(pointer_uri)).get("done"))
 
 
+def _batches(ctx: Context, splits: dict, split: str, training: bool = False, batch_size: int = 0):
+    """A split as batches of raw images (at `batch_size`, else the configured one)."""
+    config = ctx.config
+    return data.batched(
+        splits[split],
+        batch_size or config.batch_size,
+        training=training,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+    )
+
+
+def _features(ctx: Context, built, splits: dict) -> tuple[Any, Any]:
+    """Run the frozen backbone once over train and validation; their feature datasets."""
+    config = ctx.config
+    started = time.perf_counter()
+    facts = {
+        "dataset": ctx.manifest.version,
+        "model": config.model,
+        "weights": ctx.weights_sha256,
+        "input_size": config.resolved_input_size,
+        "cut": config.resolved_cut_layer,
+        "dtype": config.feature_dtype,
+        "seed": config.seed,
+    }
+    folder = ctx.cache / "features" / features.cache_key(**facts)
+    batch = min(config.batch_size, INFERENCE_BATCH)
+    files = {
+        split: features.extract(
+            built.features,
+            _batches(ctx, splits, split, batch_size=batch),
+            folder,
+            split,
+            config.feature_dtype,
+            ctx.preemption,
+        )
+        for split in ("train", "validation")
+    }
+    ctx.feature_seconds = time.perf_counter() - started
+    log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
+    batch = config.batch_size
+    train_ds = features.feature_dataset(files["train"], batch, training=True, seed=config.seed)
+    return train_ds, features.feature_dataset(files["validation"], batch, training=False, seed=0)
+
+
+def _fit_images(ctx: Context, model, phase: str, splits: dict, epochs: int, lr: float) -> None:
+    train_ds = _batches(ctx, splits, "train", training=True)
+    fit_phase(ctx, model, phase, train_ds, _batches(ctx, splits, "validation"), epochs, lr)
+
+
 def train(ctx: Context, built, splits: dict) -> Any:
     """Run the head phase (on cached features when possible), then optional fine-tuning."""
     config = ctx.config
-    batch = config.batch_size
-
-    def raw(split: str, training: bool = False, batch_size: int = batch):
-        return data.batched(
-            splits[split],
-            batch_size,
-            training=training,
-            seed=config.seed,
-            shuffle_buffer=config.shuffle_buffer,
-        )
-
-    if config.model == "seed_cnn":
-        fit_phase(
-            ctx,
-            built,
-            "head",
-            raw("train", True),
-            raw("validation"),
-            config.epochs,
-            config.learning_rate,
-        )
+    epochs, lr = config.resolved_epochs, config.learning_rate
+    if not config.spec.is_transfer:
+        _fit_images(ctx, built, "head", splits, epochs, lr)
         return built
-    if config.feature_cache and config.augmentation == 0 and phase_done(ctx, "head"):
+    on_features = config.feature_cache and config.augmentation == 0
+    if on_features and phase_done(ctx, "head"):
         # Resuming after the head phase: its weights are in the checkpoint, no features needed.
-        fit_phase(ctx, built.head, "head", None, None, config.epochs, config.learning_rate)
-    elif config.feature_cache and config.augmentation == 0:
-        started = time.perf_counter()
-        facts = {
-            "dataset": ctx.manifest.version,
-            "model": config.model,
-            "weights": ctx.weights_sha256,
-            "input_size": config.resolved_input_size,
-            "cut": config.cut_layer,
-            "dtype": config.feature_dtype,
-            "seed": config.seed,
-        }
-        folder = ctx.cache / "features" / features.cache_key(**facts)
-        files = {
-            split: features.extract(
-                built.features,
-                raw(split, batch_size=min(batch, INFERENCE_BATCH)),
-                folder,
-                split,
-                config.feature_dtype,
-                ctx.preemption,
-            )
-            for split in ("train", "validation")
-        }
-        ctx.feature_seconds = time.perf_counter() - started
-        log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
-        train_ds = features.feature_dataset(files["train"], batch, training=True, seed=config.seed)
-        val_ds = features.feature_dataset(files["validation"], batch, training=False, seed=0)
-        fit_phase(ctx, built.head, "head", train_ds, val_ds, config.epochs, config.learning_rate)
+        fit_phase(ctx, built.head, "head", None, None, epochs, lr)
+    elif on_features:
+        fit_phase(ctx, built.head, "head", *_features(ctx, built, splits), epochs, lr)
     else:
-        fit_phase(
-            ctx,
-            built.full,
-            "head",
-            raw("train", True),
-            raw("validation"),
-            config.epochs,
-            config.learning_rate,
-        )
+        _fit_images(ctx, built.full, "head", splits, epochs, lr)
     if config.fine_tunes:
         trainable = unfreeze_from(built.backbone, config.fine_tune_from)
         log.info("fine_tune_start", first_layer=config.fine_tune_from, backbone_trainable=trainable)
-        fit_phase(
-            ctx,
-            built.full,
-            "fine_tune",
-            raw("train", True),
-            raw("validation"),
-            config.fine_tune_epochs,
-            config.fine_tune_learning_rate,
-        )
+        ft_epochs, ft_lr = config.fine_tune_epochs, config.fine_tune_learning_rate
+        _fit_images(ctx, built.full, "fine_tune", splits, ft_epochs, ft_lr)
     return built.full
+
+
+def _load(config: TrainConfig) -> Manifest:
+    manifest = load_manifest(config.dataset_uri)
+    data.check_labels(manifest, config.dataset_uri)
+    if config.num_classes and config.num_classes != manifest.num_classes:
+        raise DataError(
+            f"{config.dataset_uri}: the dataset has {manifest.num_classes} classes but the "
+            f"model was configured for {config.num_classes}"
+        )
+    return manifest
+
+
+def _train(ctx: Context, splits: dict, weights: str | None):
+    """Build and train the model, SIGTERM turned into a checkpoint and an exit."""
+    ctx.preemption.install()
+    try:
+        # Compile (the optimizer's variables) as well as build inside the scope: with
+        # several GPUs every variable must be created under MirroredStrategy.
+        with ctx.runtime.strategy.scope():
+            return train(ctx, build(ctx.config, ctx.manifest, weights), splits)
+    finally:
+        ctx.preemption.uninstall()
 
 
 def run(config: TrainConfig) -> TrainResult:
     """Train, evaluate on the test split, and write every output into `config.output_dir`."""
-    spec = MODELS[config.model]
     with step(log, f"train_{config.model}", dataset=config.dataset_uri) as figures:
         runtime = device.setup()
         device.seed_everything(config.seed)
-        manifest = load_manifest(config.dataset_uri)
-        data.check_labels(manifest, config.dataset_uri)
-        if config.num_classes is not None and config.num_classes != manifest.num_classes:
-            raise DataError(
-                f"{config.dataset_uri}: the dataset has {manifest.num_classes} classes but the "
-                f"model was configured for {config.num_classes}"
-            )
+        manifest = _load(config)
         with scratch(config.cache_dir) as cache:
             splits = data.load_splits(config.dataset_uri, manifest, cache)
-            weights, weights_sha = resolve_weights(config.weights, cache)
+            weights, weights_sha = resolve_weights(config.weights_uri or None, cache)
             preemption = checkpoint.Preemption()
             ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
-            preemption.install()
-            try:
-                # Compile (the optimizer's variables) as well as build inside the scope: with
-                # several GPUs every variable must be created under MirroredStrategy.
-                with runtime.strategy.scope():
-                    built = build(config, manifest, weights)
-                    model = train(ctx, built, splits)
-            finally:
-                preemption.uninstall()
+            model = _train(ctx, splits, weights)
             test_ds = data.batched(
                 splits["test"],
                 min(config.batch_size, INFERENCE_BATCH),
@@ -264,61 +265,39 @@ def run(config: TrainConfig) -> TrainResult:
                 seed=0,
                 shuffle_buffer=1,
             )
-            result = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
-        history = ctx.history
-        epoch_seconds = sum(history["epoch_seconds"])
-        trained_images = manifest.splits["train"].count * len(history["epoch"])
-        pretrained = weights is not None
-        metrics = {
-            "model": config.model,
-            "display_name": spec.display_name
-            + ("" if not spec.is_transfer else " (pretrained)" if pretrained else " (random init)"),
-            "pretrained": pretrained,
-            "weights_sha256": weights_sha,
-            "dataset_uri": config.dataset_uri,
-            "dataset_version": manifest.version,
-            "test_split_sha256": data.test_split_sha256(manifest),
-            "class_names": list(manifest.class_names),
-            "test_accuracy": result.accuracy,
-            "test_loss": result.loss,
-            "train_seconds": round(epoch_seconds + ctx.feature_seconds, 3),
-            "feature_seconds": round(ctx.feature_seconds, 3),
-            "images_per_second": round(trained_images / epoch_seconds, 2)
-            if epoch_seconds
-            else None,
-            "params_total": int(model.count_params()),
-            "params_trainable": int(sum(int(w.numpy().size) for w in model.trainable_weights)),
-            "epochs_run": len(history["epoch"]),
-            "input_size": config.resolved_input_size,
-            "seed": config.seed,
-            "resumed": ctx.resumed,
-            # Kept until the consumer of these outputs releases it (common.checkpoints).
-            "checkpoint_dir": config.checkpoint_dir,
-            "per_class": result.per_class,
-            "confusion_matrix": result.confusion.tolist(),
-        }
+            scores = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
+        record = outputs.record(
+            config,
+            manifest,
+            ctx.history,
+            model,
+            scores,
+            weights_sha256=ctx.weights_sha256,
+            feature_seconds=ctx.feature_seconds,
+            resumed=ctx.resumed,
+        )
         outputs.write_all(
             config.output_dir,
             model=model,
             image_shape=manifest.image_shape,
-            metrics=metrics,
-            history=history,
-            misclassified=result.misclassified,
+            metrics=record,
+            history=ctx.history,
+            misclassified=scores.misclassified,
             config=config.to_dict(),
         )
         figures.update(
-            test_accuracy=round(result.accuracy, 4),
-            epochs_run=metrics["epochs_run"],
-            images_per_second=metrics["images_per_second"],
+            test_accuracy=round(scores.accuracy, 4),
+            epochs_run=record.epochs_run,
+            images_per_second=record.images_per_second,
             output_dir=str(config.output_dir),
         )
     return TrainResult(
         output_dir=str(config.output_dir),
         model=config.model,
-        test_accuracy=result.accuracy,
-        test_loss=result.loss,
-        epochs_run=metrics["epochs_run"],
-        pretrained=pretrained,
+        test_accuracy=scores.accuracy,
+        test_loss=scores.loss,
+        epochs_run=record.epochs_run,
+        pretrained=record.pretrained,
         resumed=ctx.resumed,
-        metrics=metrics,
+        metrics=record.to_dict(),
     )

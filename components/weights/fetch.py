@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,53 +16,15 @@ from pathlib import Path
 import requests
 
 from components.common import storage
-from components.common.http import DownloadError, RetryPolicy
+from components.common.backbones import BACKBONES
+from components.common.config import ConfigError
+from components.common.http import DownloadError
 from components.common.logging import get_logger, step
-from components.weights.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_URL
+from components.weights.config import DEFAULT, NONE, WeightsConfig
 from components.weights.sources import copy_local, fetch, is_url, keras_cache_dirs, source_filename
 from components.weights.verify import Digests, check_hashes, verify
 
 log = get_logger("weights")
-
-NONE = "none"  # url value: no pretrained weights, the backbone trains from scratch
-DEFAULT = "default"  # url value: the backbone's published file
-_HEX = {"sha256": re.compile(r"[0-9a-fA-F]{64}"), "md5": re.compile(r"[0-9a-fA-F]{32}")}
-
-
-@dataclass(frozen=True)
-class WeightsConfig:
-    """Weights settings."""
-
-    store: str = "store"  # gs://bucket/prefix or a local folder
-    url: str = DEFAULT_URL  # http(s)://, gs:// or local path; "default"; "none": no weights
-    sha256: str | None = None  # pinned sha256; with no hash given, the backbone's published one
-    md5: str | None = None  # pinned md5, for publishers that give only md5
-    backbone: str = DEFAULT_BACKBONE  # key of components.weights.backbones.BACKBONES
-    filename: str | None = None  # name in the store; None: the source's file name
-    keras_cache_dir: str | None = None  # None: $KERAS_HOME/models, else ~/.keras/models
-    use_keras_cache: bool = True  # look in Keras' cache before the network
-    work_dir: str | None = None  # scratch folder; None: a temporary one
-    # attempts, backoff and timeouts of http(s) downloads
-    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
-
-    def __post_init__(self) -> None:
-        """Validate at start-up."""
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
-        if not self.url:
-            raise ValueError("url must be a URL, gs:// URI, local path, 'default' or 'none'")
-        for algorithm in ("sha256", "md5"):
-            value = getattr(self, algorithm)
-            if value is not None and not _HEX[algorithm].fullmatch(value):
-                raise ValueError(f"{algorithm} must be a hex digest, got {value!r}")
-        name = self.filename
-        if name is not None and (not name or "/" in name or name.startswith(".")):
-            raise ValueError(f"filename must be a plain file name, got {name!r}")
-
-    @property
-    def pretrained(self) -> bool:
-        """False when the backbone is to train from scratch."""
-        return self.url.lower() != NONE
 
 
 @dataclass(frozen=True)
@@ -81,11 +42,6 @@ class WeightsResult:
     filename: str | None = None
     fetched_from: str | None = None  # "store", "keras_cache" or "source"; None: not pretrained
 
-    def metadata(self) -> dict:
-        """Metadata for the KFP Model artifact."""
-        keys = ("source", "sha256", "md5", "size", "backbone", "pretrained", "filename")
-        return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
-
     def to_dict(self) -> dict:
         """All fields, JSON-ready."""
         return dataclasses.asdict(self)
@@ -102,19 +58,20 @@ class _Target:
 def _target(config: WeightsConfig) -> _Target:
     """Resolve the source, the file name and the pinned hashes."""
     published = BACKBONES[config.backbone]
-    source = published.url if config.url.lower() == DEFAULT else config.url
+    url = config.weights_url
+    source = published.weights_url if url.lower() == DEFAULT else url
     filename = config.filename or source_filename(source)
     if not filename:
-        raise ValueError(f"{source}: cannot tell a file name; pass filename")
-    sha256, md5 = config.sha256, config.md5
+        raise ConfigError(f"{source}: cannot tell a file name; pass filename")
+    sha256, md5 = config.sha256 or None, config.md5 or None
     if sha256 is None and md5 is None:
         # A mirror of the published file (same name) is checked against the published hash.
-        if source != published.url and filename != published.filename:
-            raise ValueError(
+        if source != published.weights_url and filename != published.weights_filename:
+            raise ConfigError(
                 f"{source}: no pinned checksum; pass sha256 or md5 for weights other than "
-                f"{config.backbone}'s published {published.filename}"
+                f"{config.backbone}'s published {published.weights_filename}"
             )
-        sha256, md5 = published.sha256, published.md5
+        sha256, md5 = published.weights_sha256 or None, published.weights_md5 or None
     return _Target(source, filename, sha256 and sha256.lower(), md5 and md5.lower())
 
 
@@ -148,7 +105,7 @@ def _lookup(store: str, target: _Target) -> dict | None:
 def _from_keras_cache(config: WeightsConfig, target: _Target, dest: Path) -> Path | None:
     """A verified copy of the file from Keras' cache, or None."""
     names = dict.fromkeys((target.filename, source_filename(target.source)))
-    for folder in keras_cache_dirs(config.keras_cache_dir):
+    for folder in keras_cache_dirs(config.keras_cache_dir or None):
         for name in names:
             candidate = folder / name
             if not candidate.is_file():
@@ -166,11 +123,11 @@ def _from_keras_cache(config: WeightsConfig, target: _Target, dest: Path) -> Pat
 
 
 def _offline_hint(config: WeightsConfig, target: _Target) -> str:
-    folder = keras_cache_dirs(config.keras_cache_dir)[0]
+    folder = keras_cache_dirs(config.keras_cache_dir or None)[0]
     return (
         f"; without network access put {target.filename} in {folder} (Keras' cache), "
-        "pass --url to a reachable copy (http(s)://, gs:// or a local path) with its hash, "
-        "or --url none to train the transfer model without pretrained weights"
+        "pass --weights-url to a reachable copy (http(s)://, gs:// or a local path) with its "
+        "hash, or --weights-url none to train the transfer model without pretrained weights"
     )
 
 
@@ -213,7 +170,7 @@ def _not_pretrained(config: WeightsConfig) -> WeightsResult:
 
 def run(config: WeightsConfig, *, session: requests.Session | None = None) -> WeightsResult:
     """Publish verified weights to the store; a copy already there is reused, not fetched."""
-    with step(log, "weights", source=config.url, backbone=config.backbone) as figures:
+    with step(log, "weights", source=config.weights_url, backbone=config.backbone) as figures:
         if not config.pretrained:
             figures.update(pretrained=False)
             return _not_pretrained(config)
@@ -234,7 +191,7 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
                 fetched_from="store",
                 **result,
             )
-        with tempfile.TemporaryDirectory(prefix="weights-", dir=config.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="weights-", dir=config.work_dir or None) as tmp:
             local = Path(tmp) / target.filename
             fetched_from = "keras_cache"
             if not (config.use_keras_cache and _from_keras_cache(config, target, local)):

@@ -1,0 +1,66 @@
+"""The data-prep step's settings: every parameter defined once, here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.common.config import ConfigError, names, option, size_pair
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Data-prep settings. Those marked (versioned) change the dataset version."""
+
+    store: str = option("store", "gs://bucket/prefix or a local folder")
+    source: str = option(
+        "auto",
+        "IDX folder, base URL or gs:// prefix; image-folder tree; .tar.gz/.zip archive; "
+        "auto: the Debian Fashion-MNIST files if installed, else the official URL",
+    )
+    dataset_name: str = option(
+        "fashion_mnist", "dataset name: <store>/datasets/<name>/<version>/", aliases=("--name",)
+    )
+    val_fraction: float = option(
+        0.1, "(versioned) share of each train class held out for validation"
+    )
+    seed: int = option(42, "(versioned) seeds the subset and the hold-out")
+    limit: int = option(0, "(versioned) at most this many images per source split; 0: all")
+    records_per_shard: int = option(10_000, "(versioned) TFRecord records per shard")
+    class_names: tuple[str, ...] = option(
+        (), "(versioned) comma-separated IDX class names; empty: Fashion-MNIST's", parse=names
+    )
+    image_size: tuple[int, ...] = option(
+        (), "(versioned) resize image folders to HxW (or N); empty: native size", parse=size_pair
+    )
+    max_image_pixels: int = option(50_000_000, "larger images are refused as decompression bombs")
+    work_dir: str = option("", "scratch folder; empty: a temporary one")
+    download_attempts: int = option(6, "tries per remote file before the source is unreachable")
+    download_initial_wait_s: float = option(
+        1.0, "first retry backoff in seconds; doubles per retry, with jitter"
+    )
+
+    def __post_init__(self) -> None:
+        """Validate at start-up."""
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.limit < 0:
+            raise ConfigError(f"limit must be positive (0: all), got {self.limit}")
+        if self.records_per_shard < 1:
+            raise ConfigError(f"records_per_shard must be positive, got {self.records_per_shard}")
+        if not self.dataset_name or "/" in self.dataset_name:
+            raise ConfigError(
+                f"dataset_name must be a non-empty path segment, got {self.dataset_name!r}"
+            )
+        if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ConfigError(f"image_size must be two positive sizes, got {self.image_size}")
+
+    def versioned_params(self) -> dict:
+        """The parameters that, with the source content, define the dataset version."""
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "limit": self.limit or None,
+            "records_per_shard": self.records_per_shard,
+            "class_names": list(self.class_names) if self.class_names else None,
+            "image_size": list(self.image_size) if self.image_size else None,
+        }
