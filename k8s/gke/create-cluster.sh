@@ -27,6 +27,10 @@ GPU_TYPE=${GPU_TYPE:-nvidia-l4}
 # nvidia-l4 needs the G2 machine family; nvidia-tesla-t4 runs on n1-standard-*.
 GPU_MACHINE_TYPE=${GPU_MACHINE_TYPE:-g2-standard-8}
 GPU_MAX_NODES=${GPU_MAX_NODES:-2}
+# Boot disk of the GPU nodes: the image layers (the GPU image is several GB), logs, and
+# train_transfer's scratch emptyDir (SCRATCH_SIZE in pipelines/pipeline.py, 48Gi).
+GPU_DISK_SIZE=${GPU_DISK_SIZE:-200}
+GPU_DISK_TYPE=${GPU_DISK_TYPE:-pd-balanced}
 SPOT_POOL=${SPOT_POOL:-true}
 SPOT_MAX_NODES=${SPOT_MAX_NODES:-4}
 NODE_SA_NAME=${NODE_SA_NAME:-tl-gke-nodes}
@@ -94,6 +98,8 @@ create_gpu_pool() {
         --node-locations "$GPU_ZONES" \
         --machine-type "$GPU_MACHINE_TYPE" \
         --accelerator "type=${GPU_TYPE},count=1,gpu-driver-version=latest" \
+        --disk-size "$GPU_DISK_SIZE" \
+        --disk-type "$GPU_DISK_TYPE" \
         --num-nodes 0 \
         --enable-autoscaling --min-nodes 0 --max-nodes "$max_nodes" \
         "${common_pool_flags[@]}" \
