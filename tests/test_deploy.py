@@ -213,6 +213,10 @@ def test_pipeline_identity_is_workload_identity_with_least_privilege(overlay):
         assert not {"pods/exec", "pods/attach", "serviceaccounts/token"} & set(rule["resources"])
         if set(rule["resources"]) & {"secrets", "configmaps"}:
             assert rule["resourceNames"] and rule["verbs"] == ["get"]
+    # KFP 2.17 with a gs:// root: no Secret at all, and only its own pod by name.
+    assert not any("secrets" in rule["resources"] for rule in role["rules"])
+    pods = [rule for rule in role["rules"] if "pods" in rule["resources"]]
+    assert [rule["verbs"] for rule in pods] == [["get"]]
     binding = find(docs, "RoleBinding", "tl-pipeline-runner")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "tl-pipeline-runner", "namespace": KFP_NAMESPACE}
@@ -266,8 +270,95 @@ def test_gpu_node_pools_match_the_pipeline_placement():
     assert f"--node-taints {gpu_taint}\n" in script
     assert f"--node-taints {gpu_taint},{spot_taint}\n" in script
     assert placement.GKE_ACCELERATOR_LABEL == "cloud.google.com/gke-accelerator"
-    for flag in ("--spot", "--min-nodes 0", "gpu-driver-version=latest", "--workload-pool"):
+    for flag in (
+        "--spot",
+        "--min-nodes 0",
+        "gpu-driver-version=latest",
+        "--workload-pool",
+        '--disk-size "$GPU_DISK_SIZE"',
+    ):
         assert flag in script
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_task_pods_network_policy_allows_only_what_a_task_needs(overlay):
+    from pipelines.pipeline import TASK_LABELS
+
+    docs = rendered(overlay)
+    policies = [
+        doc
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["namespace"] == KFP_NAMESPACE
+    ]
+    assert {p["metadata"]["name"] for p in policies} == {
+        "tl-pipeline-tasks",
+        "tl-pipeline-tasks-apiserver",
+    }
+    script = (REPO / "k8s" / "gke" / "create-cluster.sh").read_text()
+    private_ips = re.search(r"--rrdatas (199\.36\.153\.[\d.,]+)", script).group(1).split(",")
+    allowed_blocks = {"169.254.169.254/32", "169.254.169.252/32", "199.36.153.8/30"}
+    assert {f"199.36.153.{8 + i}" for i in range(4)} == set(private_ips)
+    for policy in policies:
+        spec = policy["spec"]
+        # Exactly the labels every task pod gets through kfp-kubernetes add_pod_label.
+        assert spec["podSelector"] == {"matchLabels": TASK_LABELS}
+        assert "Egress" in spec["policyTypes"]
+        for rule in spec["egress"]:
+            assert rule["ports"] and rule["to"]  # no rule open to every port or destination
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    cidr = peer["ipBlock"]["cidr"]
+                    assert "except" not in peer["ipBlock"]
+                    if policy["metadata"]["name"].endswith("apiserver"):
+                        assert cidr.endswith("/32") and [p["port"] for p in rule["ports"]] == [443]
+                    else:
+                        assert cidr in allowed_blocks
+    main = find(docs, "NetworkPolicy", "tl-pipeline-tasks")["spec"]
+    assert main["policyTypes"] == ["Ingress", "Egress"] and main["ingress"] == []
+    selected = {
+        tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items()))
+        for rule in main["egress"]
+        for peer in rule["to"]
+    }
+    for labels in (
+        {"app": "ml-pipeline"},
+        {"component": "metadata-grpc-server"},
+        {"k8s-app": "kube-dns"},
+    ):
+        assert tuple(sorted(labels.items())) in selected
+
+
+def test_ui_reads_only_the_pipeline_root():
+    script = (REPO / "k8s" / "gke" / "grant-ui-access.sh").read_text()
+    prefix = re.search(
+        r"^PIPELINE_ROOT_PREFIX=\$\{PIPELINE_ROOT_PREFIX:-([\w-]+/)\}$", script, re.M
+    )
+    assert prefix, "PIPELINE_ROOT_PREFIX default"
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert f"defaultPipelineRoot=gs://${{BUCKET}}/{prefix.group(1).rstrip('/')}" in operations
+    assert "roles/storage.objectViewer" in script and "objectAdmin" not in script
+    assert (
+        'resource.name.startsWith(\\"projects/_/buckets/${BUCKET}/objects/${PIPELINE_ROOT_PREFIX}'
+        in script
+    )
+    assert "storage.googleapis.com/objectListPrefix" in script
+    assert "[${KFP_NAMESPACE}/${UI_KSA}]" in script and "UI_KSA=${UI_KSA:-ml-pipeline-ui}" in script
+
+
+def test_argo_retries_every_failure_of_a_retried_task():
+    (patch,) = list(
+        yaml.safe_load_all((REPO / "k8s" / "kfp" / "workflow-controller-retry.yaml").read_text())
+    )
+    assert patch["metadata"] == {
+        "name": "workflow-controller-configmap",
+        "namespace": KFP_NAMESPACE,
+    }
+    defaults = yaml.safe_load(patch["data"]["workflowDefaults"])["spec"]
+    strategy = defaults["templateDefaults"]["retryStrategy"]
+    assert strategy["retryPolicy"] == "Always"  # Failed (exit != 0) and Error (pod gone)
+    assert int(strategy["limit"]) >= 1  # bounded for templates without their own limit
+    assert defaults["ttlStrategy"]["secondsAfterCompletion"] > 0  # KFP's own default kept
 
 
 # --- checkov -----------------------------------------------------------------------------
