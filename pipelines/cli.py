@@ -165,7 +165,8 @@ def _absolute_store(store: str | None) -> str | None:
     return str(Path(store).resolve())
 
 
-PLACEHOLDERS = ("my-project",)
+# The example project of a fresh checkout, and the tag overlays carry until `make pin`.
+PLACEHOLDERS = ("my-project", "-unpinned")
 
 
 def check_placeholders(args: argparse.Namespace, arguments: dict[str, Any]) -> None:

@@ -149,6 +149,97 @@ def test_makefile_builds_the_shared_image_names():
     assert "docker push 'r.example/p/tl-gpu:t1'" in result.stdout
 
 
+HEX64 = "0123456789abcdef" * 4
+
+
+def package_version() -> str:
+    return re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+
+
+def test_images_carry_one_version_scheme():
+    result = run("make", "--no-print-directory", "version")
+    assert result.returncode == 0, result.stderr
+    commit = run("git", "rev-parse", "--short=12", "HEAD").stdout.strip()
+    assert re.fullmatch(rf"{re.escape(package_version())}-{commit}(-dirty)?", result.stdout.strip())
+    # Overlays and the base carry the same scheme until `make pin` replaces tags with digests.
+    unpinned = f"{package_version()}-unpinned"
+    for overlay in OVERLAYS:
+        kustomization = (REPO / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
+        assert f'newTag: "{unpinned}"' in kustomization or "digest: sha256:" in kustomization
+        env = (REPO / "k8s" / "overlays" / overlay / "retrain.env").read_text()
+        gpu = re.search(r"^GPU_IMAGE=(\S+)$", env, re.M).group(1)
+        assert gpu.endswith(f"/tl-gpu:{unpinned}") or "/tl-gpu@sha256:" in gpu
+    assert f"image: tl-cpu:{unpinned}" in (REPO / "k8s" / "base" / "cronjob.yaml").read_text()
+
+
+def fake_docker(tmp_path: Path) -> Path:
+    """A docker stand-in: `build` succeeds, `push` prints a digest line as docker does."""
+    script = tmp_path / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = push ]; then echo "The push refers to $2"; '
+        f'echo "0.1.0: digest: sha256:{HEX64} size: 1234"; fi\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_push_writes_digests_and_compile_bakes_them(tmp_path):
+    docker = fake_docker(tmp_path)
+    images_env = tmp_path / "build" / "images.env"
+    common = [f"DOCKER={docker}", "REGISTRY=r.example/p", f"IMAGES_ENV={images_env}"]
+    refused = run("make", "--no-print-directory", "push", *common, "TAG=0.1.0-abc-dirty")
+    assert refused.returncode != 0 and "uncommitted changes" in refused.stderr
+    assert not images_env.exists()
+    pushed = run("make", "--no-print-directory", "push", *common, "TAG=0.1.0-abc")
+    assert pushed.returncode == 0, pushed.stderr
+    expected = {
+        "CPU_IMAGE": f"r.example/p/tl-cpu@sha256:{HEX64}",
+        "GPU_IMAGE": f"r.example/p/tl-gpu@sha256:{HEX64}",
+    }
+    written = dict(line.split("=", 1) for line in images_env.read_text().splitlines())
+    assert written == expected
+    assert expected["CPU_IMAGE"] in pushed.stdout  # printed too
+    compiled = run("make", "-n", "compile", "BY_DIGEST=1", f"IMAGES_ENV={images_env}")
+    assert compiled.returncode == 0, compiled.stderr
+    assert f"--cpu-image '{expected['CPU_IMAGE']}'" in compiled.stdout
+    assert f"--gpu-image '{expected['GPU_IMAGE']}'" in compiled.stdout
+    assert "--allow-placeholders" not in compiled.stdout
+    missing = run("make", "-n", "compile", "BY_DIGEST=1", f"IMAGES_ENV={tmp_path / 'none'}")
+    assert missing.returncode != 0
+
+
+@needs_kubectl
+def test_pin_sets_an_overlay_to_the_pushed_digests(tmp_path):
+    shutil.copytree(REPO / "k8s", tmp_path / "k8s")
+    images_env = tmp_path / "images.env"
+    cpu = f"r.example/p/tl-cpu@sha256:{HEX64}"
+    gpu = f"r.example/p/tl-gpu@sha256:{HEX64[::-1]}"
+    images_env.write_text(f"CPU_IMAGE={cpu}\nGPU_IMAGE={gpu}\n")
+    overlays = tmp_path / "k8s" / "overlays"
+    pinned = run(
+        "make", "--no-print-directory", "pin", "OVERLAY=prod", f"OVERLAYS_DIR={overlays}",
+        f"IMAGES_ENV={images_env}",
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    result = run("kubectl", "kustomize", str(overlays / "prod"))
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    cronjob = find(docs, "CronJob", "tl-retrain")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == cpu
+    config = next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]
+    assert config["CPU_IMAGE"] == cpu and config["GPU_IMAGE"] == gpu
+    # Pinning again (a new release) replaces the digest.
+    images_env.write_text(f"CPU_IMAGE={gpu.replace('tl-gpu', 'tl-cpu')}\nGPU_IMAGE={gpu}\n")
+    again = run(
+        "make", "--no-print-directory", "pin", "OVERLAY=prod", f"OVERLAYS_DIR={overlays}",
+        f"IMAGES_ENV={images_env}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"digest: sha256:{HEX64[::-1]}" in (overlays / "prod" / "kustomization.yaml").read_text()
+
+
 # --- cluster manifests -------------------------------------------------------------------
 
 
