@@ -42,8 +42,9 @@ RESOURCES = {
     "train-cnn": ("4", "8", "8Gi", "16Gi"),
     "compare": ("1", "2", "2Gi", "4Gi"),
 }
-# train_transfer's local scratch (TMPDIR: downloaded shards, weights and the frozen-backbone
-# feature cache): an emptyDir on the GPU node's boot disk, capped at SCRATCH_SIZE. KFP 2.17 takes
+# train_transfer's local scratch (its temp folder: downloaded shards, weights and the
+# frozen-backbone feature cache): an emptyDir on the GPU node's boot disk, capped at SCRATCH_SIZE;
+# the component makes it TMPDIR when it is mounted (TL_SCRATCH_DIR). KFP 2.17 takes
 # the size as a literal. The full Fashion-MNIST at 150 px caches 70,000 x 7x7x768 float16
 # features (5.3 GB) plus the shards; 48Gi leaves room for larger inputs (docs/operations.md).
 SCRATCH_VOLUME = "scratch"
@@ -261,7 +262,7 @@ def build_pipeline(
         kubernetes.empty_dir_mount(
             transfer, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH, size_limit=SCRATCH_SIZE
         )
-        transfer.set_env_variable("TMPDIR", SCRATCH_PATH)
+        transfer.set_env_variable(training_component.SCRATCH_ENV, SCRATCH_PATH)
         placement = _configure(
             placement_op(gpu_type=gpu_type, spot=spot, sized_for=sized_for),
             "gpu-placement",

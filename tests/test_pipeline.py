@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import types
 import typing
@@ -166,6 +167,25 @@ def test_a_number_gpu_count_is_refused_by_the_rule(tmp_path):
     assert spec["root"]["inputDefinitions"]["parameters"][channel]["parameterType"] != "STRING"
 
 
+def test_training_component_works_in_the_scratch_volume(tmp_path, monkeypatch):
+    import tempfile
+
+    from components.training import component as training_component
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # restored after the test
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv(training_component.SCRATCH_ENV, str(scratch))
+    with pytest.raises(Exception):  # noqa: B017 - no dataset there; only the temp folder matters
+        training_component.train(
+            None, None, None, None, dataset_uri=str(tmp_path / "no-dataset"), store=str(tmp_path)
+        )
+    assert tempfile.gettempdir() == str(scratch)
+    assert Path(os.environ["TMPDIR"]) == scratch
+    assert not list(scratch.iterdir())  # the work folder lived there and was cleaned up
+
+
 def test_transfer_scratch_volume_and_tmpdir(compiled):
     _, spec, platform = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -176,7 +196,7 @@ def test_transfer_scratch_volume_and_tmpdir(compiled):
         "sizeLimit": SCRATCH_SIZE,
     }
     env = {item["name"]: item["value"] for item in executor(spec, "train-transfer")["env"]}
-    assert env["TMPDIR"] == SCRATCH_PATH  # the training's work and cache dirs are temp dirs
+    assert env["TL_SCRATCH_DIR"] == SCRATCH_PATH  # the component's TMPDIR when mounted
     # The size holds the full dataset's feature cache at the default input size, with room.
     size = spec["root"]["inputDefinitions"]["parameters"]["transfer_input_size"]["defaultValue"]
     grid = size  # InceptionV3's valid convolutions and stride-2 reductions up to mixed7
