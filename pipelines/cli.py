@@ -169,26 +169,45 @@ def _absolute_store(store: str | None) -> str | None:
 PLACEHOLDERS = ("my-project", "-unpinned")
 
 
-def check_placeholders(args: argparse.Namespace, arguments: dict[str, Any]) -> None:
-    """Refuse the example images and store of a fresh checkout, unless --allow-placeholders."""
+def check_placeholders(
+    args: argparse.Namespace, arguments: dict[str, Any], images: bool = True
+) -> None:
+    """Refuse the example images and store of a fresh checkout, unless --allow-placeholders.
+
+    `images` False: the images are not compiled here (submit --package), only the store counts.
+    """
     if args.allow_placeholders:
         return
     from pipelines.pipeline import DEFAULT_STORE
 
     problems = []
-    for flag, image in (("--cpu-image", args.cpu_image), ("--gpu-image", args.gpu_image)):
+    checked = (("--cpu-image", args.cpu_image), ("--gpu-image", args.gpu_image)) if images else ()
+    for flag, image in checked:
         last = image.rsplit("/", 1)[-1]
         if any(marker in image for marker in PLACEHOLDERS) or last.endswith(":latest"):
             problems.append(f"{flag} {image} is a placeholder")
         elif ":" not in last and "@" not in last:
             problems.append(f"{flag} {image} has no tag or digest")
-    store = arguments.get("store") or DEFAULT_STORE
+    package = getattr(args, "package", None)
+    store = arguments.get("store") or _package_store(package) or DEFAULT_STORE
     if any(marker in store for marker in PLACEHOLDERS):
         problems.append(f"store {store} is a placeholder (pass --store gs://BUCKET/prefix)")
     if problems:
         raise ValueError(
             "; ".join(problems) + " (make push prints the images; --allow-placeholders to accept)"
         )
+
+
+def _package_store(package: str | None) -> str | None:
+    """The store a compiled package has as its default, if any."""
+    if not package:
+        return None
+    import yaml
+
+    with open(package) as handle:
+        spec = next(yaml.safe_load_all(handle))
+    parameters = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return parameters.get("store", {}).get("defaultValue")
 
 
 def _compile(pipeline_func, output: str, defaults: dict[str, Any]) -> str:
@@ -230,7 +249,7 @@ def _remote(args: argparse.Namespace, pipeline_func) -> None:
     import tempfile
 
     params = arguments_from(args, pipeline_func)
-    check_placeholders(args, params)
+    check_placeholders(args, params, images=not args.package)
     client = remote.make_client(args.host, args.namespace, _auth(args))
     with tempfile.TemporaryDirectory(prefix="pipeline-") as work:
         package = args.package or _compile(pipeline_func, f"{work}/pipeline.yaml", {})

@@ -195,10 +195,21 @@ def test_runs_lists_recent_runs_with_state(kfp_api, capsys):
     assert lines[2].split()[0] == "SUCCEEDED"
 
 
-def test_submit_refuses_placeholder_images(kfp_api, capsys):
+def test_submit_refuses_placeholder_images(kfp_api, capsys, tmp_path):
     assert main(["submit", "--host", kfp_api.url, "--store", "gs://bucket/tl"]) == 1
     assert "placeholder" in capsys.readouterr().err
     assert kfp_api.runs == [] and kfp_api.uploads == []
+    # A package compiled elsewhere carries its own images and store default.
+    package = tmp_path / "p.yaml"
+    allowed = ["--allow-placeholders", "--output", str(package)]
+    assert main(["compile", *allowed]) == 0  # the example store baked in
+    argv = ["submit", "--host", kfp_api.url, "--package", str(package)]
+    assert main(argv) == 1
+    assert "store gs://my-project-tl-store/pipeline is a placeholder" in capsys.readouterr().err
+    assert main([*argv, "--store", "gs://bucket/tl"]) == 0
+    assert main(["compile", *IMAGES, "--output", str(package), "--store", "gs://bucket/b"]) == 0
+    assert main(argv) == 0  # its compiled store is real
+    assert len(kfp_api.runs) == 2
 
 
 @pytest.mark.parametrize(
