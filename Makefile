@@ -16,8 +16,20 @@ PYTEST_ARGS ?=
 
 # Container images: make images / make push build and push them, make compile bakes these names
 # into the pipeline. Override: make push REGISTRY=us-docker.pkg.dev/PROJECT_ID/transfer-learning
+# One version scheme (docs/operations.md, "Versions"): TAG = <package version>-<git commit>, with
+# -dirty when an image input (code, lock, Dockerfiles) has uncommitted changes. make push writes
+# the pushed digests to IMAGES_ENV; make compile|submit|schedule BY_DIGEST=1 bake those in, and
+# make pin OVERLAY=prod pins an overlay to them.
 REGISTRY ?= us-docker.pkg.dev/my-project/transfer-learning
-TAG ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)
+IMAGE_INPUTS := pyproject.toml requirements.lock docker components pipelines
+DIRTY := $(if $(shell git status --porcelain -- $(IMAGE_INPUTS) 2>/dev/null),-dirty)
+TAG ?= $(VERSION)-$(COMMIT)$(DIRTY)
+IMAGES_ENV ?= build/images.env
+ifeq ($(BY_DIGEST),1)
+include $(IMAGES_ENV)
+endif
 CPU_IMAGE ?= $(REGISTRY)/tl-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/tl-gpu:$(TAG)
 
@@ -65,6 +77,9 @@ PIPELINE_PARAMS = --source '$(SOURCE)' --weights '$(WEIGHTS)' --param 'dataset_n
 # Only a gs:// store is baked into what runs on the cluster; a local folder is for kfp.local.
 CLUSTER_STORE = $(if $(filter gs://%,$(STORE)),--store '$(STORE)')
 IMAGES = --cpu-image '$(CPU_IMAGE)' --gpu-image '$(GPU_IMAGE)'
+# Cluster builds refuse the example registry, :latest and the example store unless asked.
+GPU_TYPE ?= nvidia-l4
+CLUSTER_IMAGES = $(IMAGES) --gpu-type '$(GPU_TYPE)' $(if $(ALLOW_PLACEHOLDERS),--allow-placeholders)
 ENDPOINT = --host '$(HOST)' --experiment '$(EXPERIMENT)'
 
 .PHONY: local compile submit schedule runs
@@ -76,15 +91,15 @@ local: $(STAMP) ## Run it in the project images with kfp.local's DockerRunner (m
 	$(PY) -m pipelines run --docker $(IMAGES) --profile '$(PROFILE)' --store '$(STORE)' \
 		$(PIPELINE_PARAMS)
 
-compile: $(STAMP) ## Write the pipeline YAML for the KFP UI (PACKAGE, CPU_IMAGE, GPU_IMAGE, STORE=gs://...)
-	$(PY) -m pipelines compile --output '$(PACKAGE)' $(IMAGES) $(CLUSTER_STORE)
+compile: $(STAMP) ## Write the pipeline YAML for the KFP UI (STORE=gs://..., BY_DIGEST=1, GPU_TYPE, ALLOW_PLACEHOLDERS=1)
+	$(PY) -m pipelines compile --output '$(PACKAGE)' $(CLUSTER_IMAGES) $(CLUSTER_STORE)
 
 submit: $(STAMP) ## Upload the pipeline (or a new version) to HOST and start a run (PROFILE=full default)
-	$(PY) -m pipelines submit $(ENDPOINT) $(IMAGES) --profile '$(if $(filter command line,$(origin PROFILE)),$(PROFILE),full)' \
+	$(PY) -m pipelines submit $(ENDPOINT) $(CLUSTER_IMAGES) --profile '$(if $(filter command line,$(origin PROFILE)),$(PROFILE),full)' \
 		$(CLUSTER_STORE) $(PIPELINE_PARAMS)
 
 schedule: $(STAMP) ## Upload the pipeline to HOST and create a recurring run on CRON
-	$(PY) -m pipelines schedule $(ENDPOINT) $(IMAGES) --cron '$(CRON)' \
+	$(PY) -m pipelines schedule $(ENDPOINT) $(CLUSTER_IMAGES) --cron '$(CRON)' \
 		--profile '$(if $(filter command line,$(origin PROFILE)),$(PROFILE),full)' $(CLUSTER_STORE) $(PIPELINE_PARAMS)
 
 runs: $(STAMP) ## List the recent runs on HOST and their state
@@ -99,7 +114,7 @@ PLATFORM ?= linux/amd64
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: images push check-deploy
+.PHONY: images push version pin check-deploy
 
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
@@ -107,10 +122,36 @@ images: ## Build the CPU and GPU images (REGISTRY, TAG; needs a Docker engine)
 	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
 	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
 
-push: images ## Push both images to REGISTRY and print their digests
-	$(DOCKER) push '$(CPU_IMAGE)'
-	$(DOCKER) push '$(GPU_IMAGE)'
-	@$(DOCKER) image inspect --format '{{index .RepoDigests 0}}' '$(CPU_IMAGE)' '$(GPU_IMAGE)'
+push: images ## Push both images to REGISTRY, print their digests and write them to IMAGES_ENV
+	@case '$(TAG)' in *-dirty) if [ -z '$(ALLOW_DIRTY)' ]; then \
+		echo "error: uncommitted changes in $(IMAGE_INPUTS): commit them, or ALLOW_DIRTY=1" >&2; \
+		exit 1; fi;; esac
+	@mkdir -p '$(dir $(IMAGES_ENV))' && : > '$(IMAGES_ENV).tmp'
+	@$(call push_image,CPU_IMAGE,$(CPU_IMAGE))
+	@$(call push_image,GPU_IMAGE,$(GPU_IMAGE))
+	@mv '$(IMAGES_ENV).tmp' '$(IMAGES_ENV)' && cat '$(IMAGES_ENV)'
+
+# $(call push_image,VARIABLE,image:tag): push, read the digest docker prints, record VARIABLE=image@digest.
+define push_image
+set -o pipefail; ref='$(2)'; \
+digest=$$($(DOCKER) push '$(2)' | tee /dev/stderr | \
+	sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' | tail -n 1); \
+[ -n "$$digest" ] || { echo "error: docker push $(2) printed no digest" >&2; exit 1; }; \
+echo "$(1)=$${ref%:*}@$$digest" >> '$(IMAGES_ENV).tmp'
+endef
+
+version: ## Print the image tag this tree builds (<package version>-<commit>[-dirty])
+	@echo '$(TAG)'
+
+OVERLAY ?= prod
+OVERLAYS_DIR ?= k8s/overlays
+pin: ## Pin OVERLAY's images (kustomization, retrain.env) to the digests in IMAGES_ENV
+	@test -f '$(IMAGES_ENV)' || { echo "error: $(IMAGES_ENV) not found: run make push" >&2; exit 1; }
+	@set -e; . '$(abspath $(IMAGES_ENV))'; dir='$(OVERLAYS_DIR)/$(OVERLAY)'; \
+	sed -i -E -e "s|^(    newName: ).*/tl-cpu$$|\1$${CPU_IMAGE%@*}|" \
+		-e "s|^    (newTag\|digest): .*$$|    digest: $${CPU_IMAGE#*@}|" "$$dir/kustomization.yaml"; \
+	sed -i -E "s|^GPU_IMAGE=.*|GPU_IMAGE=$$GPU_IMAGE|" "$$dir/retrain.env"; \
+	grep -H -E "newName|digest" "$$dir/kustomization.yaml"; grep -H GPU_IMAGE "$$dir/retrain.env"
 
 # checkov has dependencies that clash with the project's, so it gets its own virtual environment.
 $(CHECKOV_VENV)/.installed:

@@ -33,6 +33,7 @@ from components.training.config import TrainConfig
 from components.training.models import MODELS, SEED_CNN
 from components.weights import component as weights_component
 from components.weights.config import WeightsConfig
+from pipelines.placement import gpu_node
 
 PIPELINE_NAME = "transfer-learning"
 DEFAULT_CPU_IMAGE = training_component.DEFAULT_CPU_IMAGE
@@ -44,14 +45,38 @@ PREP, WEIGHTS = defaults(PrepConfig), defaults(WeightsConfig)
 TRAIN, COMPARE = defaults(TrainConfig), defaults(CompareConfig)
 CNN, TRANSFER = MODELS[SEED_CNN], MODELS[DEFAULT_BACKBONE]
 
-# (cpu request, cpu limit, memory request, memory limit) per task.
+# (cpu request, cpu limit, memory request, memory limit) per task; train-transfer's row comes
+# from the GPU node it is compiled for (pipelines.placement.GPU_NODES, `build_pipeline(gpu_type)`).
 RESOURCES = {
     "gpu-placement": ("100m", "500m", "256Mi", "512Mi"),
     "data-prep": ("1", "2", "2Gi", "4Gi"),
     "weights": ("500m", "1", "1Gi", "2Gi"),
     "train-cnn": ("4", "8", "8Gi", "16Gi"),
-    "train-transfer": ("4", "8", "16Gi", "32Gi"),
     "compare": ("1", "2", "2Gi", "4Gi"),
+}
+# train_transfer's local scratch (its temp folder: downloaded shards, weights and the
+# frozen-backbone feature cache): an emptyDir on the GPU node's boot disk, capped at SCRATCH_SIZE;
+# the component makes it TMPDIR when it is mounted (TL_SCRATCH_DIR). KFP 2.17 takes
+# the size as a literal. The full Fashion-MNIST at 150 px caches 70,000 x 7x7x768 float16
+# features (5.3 GB) plus the shards; 48Gi leaves room for larger inputs (docs/operations.md).
+SCRATCH_VOLUME = "scratch"
+SCRATCH_PATH = "/scratch"
+SCRATCH_SIZE = "48Gi"
+# activeDeadlineSeconds of every task's pod (per attempt: a retry is a new pod).
+TIMEOUTS = {
+    "gpu-placement": 600,
+    "data-prep": 4 * 3600,
+    "weights": 3600,
+    "train-cnn": 6 * 3600,
+    "train-transfer": 12 * 3600,
+    "compare": 3600,
+}
+# Every task pod: the images' user (docker/Dockerfile.*), and the labels the NetworkPolicy
+# k8s/base/task-network-policy.yaml selects.
+RUN_AS_USER = 10001
+TASK_LABELS = {
+    "app.kubernetes.io/part-of": "transfer-learning",
+    "app.kubernetes.io/component": "pipeline-task",
 }
 # (retries, first backoff, backoff factor, max backoff) for steps that can fail transiently:
 # network and store hiccups, spot preemption (training resumes from its checkpoint).
@@ -80,22 +105,38 @@ class PipelineOutputs(NamedTuple):
     metrics: Metrics
 
 
-def gpu_placement(gpu_type: str, spot: bool) -> NamedTuple(
+def gpu_placement(gpu_type: str, spot: bool, sized_for: str) -> NamedTuple(
     "Placement", [("node_selector", dict), ("tolerations", list)]
 ):
-    """Node selector and tolerations for the GPU task (see pipelines.placement)."""
+    """Node selector and tolerations for the GPU task (see pipelines.placement).
+
+    `sized_for` is the accelerator the resources were compiled for: a gpu_type whose node is
+    smaller fails here, with the fix, instead of leaving the GPU task Pending.
+    """
     from collections import namedtuple
 
-    from pipelines.placement import node_selector, tolerations
+    from pipelines.placement import check_fits, node_selector, tolerations
 
+    check_fits(gpu_type, sized_for)
     placement = namedtuple("Placement", ["node_selector", "tolerations"])
     return placement(node_selector(gpu_type, spot), tolerations(spot))
 
 
-def _configure(task: dsl.PipelineTask, key: str, retries: bool) -> dsl.PipelineTask:
-    """Apply the per-task resources, retries (when `retries`) and caching."""
-    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[key]
+def _configure(
+    task: dsl.PipelineTask, key: str, retries: bool, resources: tuple[str, ...] | None = None
+) -> dsl.PipelineTask:
+    """Apply the per-task resources, retries (when `retries`), caching and pod settings.
+
+    Pod settings: the NetworkPolicy's labels, a non-root security context, a timeout.
+    """
+    cpu_request, cpu_limit, memory_request, memory_limit = resources or RESOURCES[key]
     task.set_display_name(key.replace("-", "_"))
+    for label, value in TASK_LABELS.items():
+        kubernetes.add_pod_label(task, label, value)
+    kubernetes.set_security_context(
+        task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True
+    )
+    kubernetes.set_timeout(task, TIMEOUTS[key])
     task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
     task.set_memory_request(memory_request).set_memory_limit(memory_limit)
     if retries and key in RETRIES:
@@ -105,14 +146,27 @@ def _configure(task: dsl.PipelineTask, key: str, retries: bool) -> dsl.PipelineT
     return task
 
 
+def transfer_resources(gpu_type: str) -> tuple[str, str, str, str]:
+    """train_transfer's (cpu request, cpu limit, memory request, memory limit) on `gpu_type`."""
+    node = gpu_node(gpu_type)
+    return node.cpu_request, node.cpu_limit, node.memory_request, node.memory_limit
+
+
 def build_pipeline(
-    cpu_image: str = DEFAULT_CPU_IMAGE, gpu_image: str = DEFAULT_GPU_IMAGE, retries: bool = True
+    cpu_image: str = DEFAULT_CPU_IMAGE,
+    gpu_image: str = DEFAULT_GPU_IMAGE,
+    retries: bool = True,
+    gpu_type: str = DEFAULT_GPU_TYPE,
 ):
     """The pipeline function with its components built on the given images.
 
     `retries` False leaves out the retry policies: kfp.local honours them with their real
     backoff, so a local run that fails would otherwise wait minutes before it says so.
+    `gpu_type` sizes train_transfer for that accelerator's node (pipelines.placement.GPU_NODES)
+    and is the default of the run parameter of the same name.
     """
+    sized_resources = transfer_resources(gpu_type)
+    sized_for = gpu_type
     data_prep_op = data_prep_component.make(cpu_image)
     weights_op = weights_component.make(cpu_image)
     train_cnn_op = training_component.make(cpu_image, name="train-cnn")
@@ -120,9 +174,9 @@ def build_pipeline(
     compare_op = compare_component.make(cpu_image)
     placement_op = dsl.component(gpu_placement, base_image=cpu_image, install_kfp_package=False)
 
-    def task(key: str, op, **arguments) -> dsl.PipelineTask:
-        """One task, with its resources, retries and caching."""
-        return _configure(op(**arguments), key, retries)
+    def task(key: str, op, resources=None, **arguments) -> dsl.PipelineTask:
+        """One task, with its resources, retries, caching and pod settings."""
+        return _configure(op(**arguments), key, retries, resources)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -153,8 +207,8 @@ def build_pipeline(
         fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
         margin: float = COMPARE["margin"],
         seed: int = TRAIN["seed"],
-        gpu_type: str = DEFAULT_GPU_TYPE,
-        gpu_count: int = 1,
+        gpu_type: str = gpu_type,
+        gpu_count: str = "1",
         spot: bool = False,
     ) -> PipelineOutputs:
         """Compare a CNN from scratch with InceptionV3 transfer learning.
@@ -163,8 +217,10 @@ def build_pipeline(
             checkpoints and the champion file. limit: images per source split, 0 = all.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
-        gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator). spot: run the
-            GPU step on spot nodes.
+        gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator); its node must be
+            at least as large as the one the pipeline was compiled for (compile --gpu-type).
+            gpu_count: GPUs of train_transfer, a string ("1"): KFP 2.17 resolves only string
+            parameters in resource fields. spot: run the GPU step on spot nodes.
         """
         prep = task(
             "data-prep",
@@ -214,8 +270,15 @@ def build_pipeline(
             fine_tune_epochs=fine_tune_epochs,
             fine_tune_learning_rate=fine_tune_learning_rate,
             **shared,
+            resources=sized_resources,
         )
-        placement = _configure(placement_op(gpu_type=gpu_type, spot=spot), "gpu-placement", retries)
+        kubernetes.empty_dir_mount(
+            transfer, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH, size_limit=SCRATCH_SIZE
+        )
+        transfer.set_env_variable(training_component.SCRATCH_ENV, SCRATCH_PATH)
+        placement = task(
+            "gpu-placement", placement_op, gpu_type=gpu_type, spot=spot, sized_for=sized_for
+        )
         transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
         kubernetes.add_node_selector_json(transfer, placement.outputs["node_selector"])
         kubernetes.add_toleration(

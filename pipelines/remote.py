@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from components.common.config import ConfigError
@@ -24,11 +25,71 @@ class Uploaded:
     created_pipeline: bool
 
 
-def make_client(host: str | None, namespace: str | None = None):
-    """A kfp.Client for `host` (None: the in-cluster service)."""
+# The Kubernetes service account runs execute as (k8s/base/pipeline-runner.yaml): submit and
+# schedule name it on every run, so KFP's default runner account can stay unprivileged.
+DEFAULT_SERVICE_ACCOUNT = "tl-pipeline-runner"
+# An existing bearer token may come from the environment, out of the process list and history.
+EXISTING_TOKEN_ENV = "KFP_EXISTING_TOKEN"
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How to authenticate to the KFP endpoint; the names are kfp.Client's own arguments.
+
+    client_id (+ other_client_id, other_client_secret): Google IAP in front of KFP; kfp.Client
+    gets an ID token from Google credentials (a service account, or a user's login).
+    existing_token: a bearer token made elsewhere (e.g. `gcloud auth print-identity-token`).
+    sa_token_path: an audience-bound service-account token file in a pod (multi-user KFP).
+    cookies: a session cookie of a Dex/oauth2-proxy login, e.g. "authservice_session=...".
+    """
+
+    client_id: str | None = None
+    other_client_id: str | None = None
+    other_client_secret: str | None = None
+    existing_token: str | None = None
+    sa_token_path: str | None = None
+    cookies: str | None = None
+
+    def client_arguments(self) -> dict[str, Any]:
+        """The kfp.Client keyword arguments for this mode (one mode at a time)."""
+        modes = [
+            name
+            for name, value in (
+                ("client_id", self.client_id),
+                ("existing_token", self.existing_token),
+                ("sa_token_path", self.sa_token_path),
+            )
+            if value
+        ]
+        if len(modes) > 1:
+            raise ConfigError(f"choose one way to authenticate, got {' and '.join(modes)}")
+        if (self.other_client_id or self.other_client_secret) and not self.client_id:
+            raise ConfigError("other_client_id and other_client_secret need client_id (IAP)")
+        kwargs: dict[str, Any] = {}
+        if self.client_id:
+            kwargs.update(
+                client_id=self.client_id,
+                other_client_id=self.other_client_id,
+                other_client_secret=self.other_client_secret,
+            )
+        if self.existing_token:
+            kwargs["existing_token"] = self.existing_token
+        if self.sa_token_path:
+            from kfp.client import ServiceAccountTokenVolumeCredentials
+
+            if not Path(self.sa_token_path).is_file():
+                raise FileNotFoundError(f"--sa-token-path {self.sa_token_path}: no such file")
+            kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(self.sa_token_path)
+        if self.cookies:
+            kwargs["cookies"] = self.cookies
+        return kwargs
+
+
+def make_client(host: str | None, namespace: str | None = None, auth: Auth | None = None):
+    """A kfp.Client for `host` (None: the in-cluster service), authenticated as `auth` says."""
     from kfp import Client
 
-    kwargs: dict[str, Any] = {"host": host or None}
+    kwargs: dict[str, Any] = {"host": host or None, **(auth or Auth()).client_arguments()}
     if namespace:
         kwargs["namespace"] = namespace
     with warnings.catch_warnings():
@@ -73,8 +134,19 @@ def run_url(host: str, run_id: str) -> str:
     return f"{host.rstrip('/')}/#/runs/details/{run_id}"
 
 
-def submit(client, uploaded: Uploaded, *, experiment: str, run_name: str, params: dict) -> str:
-    """Start a run of the uploaded version in `experiment`; return the run id."""
+def submit(
+    client,
+    uploaded: Uploaded,
+    *,
+    experiment: str,
+    run_name: str,
+    params: dict,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
+) -> str:
+    """Start a run of the uploaded version in `experiment`; return the run id.
+
+    The run's pods use `service_account` ("": KFP's default runner account).
+    """
     experiment_id = client.create_experiment(name=experiment).experiment_id
     run = client.run_pipeline(
         experiment_id=experiment_id,
@@ -82,6 +154,7 @@ def submit(client, uploaded: Uploaded, *, experiment: str, run_name: str, params
         pipeline_id=uploaded.pipeline_id,
         version_id=uploaded.version_id,
         params=params,
+        service_account=service_account or None,
     )
     return run.run_id
 
@@ -100,9 +173,19 @@ def kfp_cron(expression: str) -> str:
 
 
 def schedule(
-    client, uploaded: Uploaded, *, experiment: str, name: str, cron: str, params: dict
+    client,
+    uploaded: Uploaded,
+    *,
+    experiment: str,
+    name: str,
+    cron: str,
+    params: dict,
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> str:
-    """Create a recurring run: max concurrency 1, no catch-up. Return its id."""
+    """Create a recurring run: max concurrency 1, no catch-up. Return its id.
+
+    Its runs' pods use `service_account` ("": KFP's default runner account).
+    """
     experiment_id = client.create_experiment(name=experiment).experiment_id
     recurring = client.create_recurring_run(
         experiment_id=experiment_id,
@@ -114,6 +197,7 @@ def schedule(
         version_id=uploaded.version_id,
         params=params,
         enabled=True,
+        service_account=service_account or None,
     )
     return recurring.recurring_run_id
 

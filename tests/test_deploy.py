@@ -149,6 +149,97 @@ def test_makefile_builds_the_shared_image_names():
     assert "docker push 'r.example/p/tl-gpu:t1'" in result.stdout
 
 
+HEX64 = "0123456789abcdef" * 4
+
+
+def package_version() -> str:
+    return re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+
+
+def test_images_carry_one_version_scheme():
+    result = run("make", "--no-print-directory", "version")
+    assert result.returncode == 0, result.stderr
+    commit = run("git", "rev-parse", "--short=12", "HEAD").stdout.strip()
+    assert re.fullmatch(rf"{re.escape(package_version())}-{commit}(-dirty)?", result.stdout.strip())
+    # Overlays and the base carry the same scheme until `make pin` replaces tags with digests.
+    unpinned = f"{package_version()}-unpinned"
+    for overlay in OVERLAYS:
+        kustomization = (REPO / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
+        assert f'newTag: "{unpinned}"' in kustomization or "digest: sha256:" in kustomization
+        env = (REPO / "k8s" / "overlays" / overlay / "retrain.env").read_text()
+        gpu = re.search(r"^GPU_IMAGE=(\S+)$", env, re.M).group(1)
+        assert gpu.endswith(f"/tl-gpu:{unpinned}") or "/tl-gpu@sha256:" in gpu
+    assert f"image: tl-cpu:{unpinned}" in (REPO / "k8s" / "base" / "cronjob.yaml").read_text()
+
+
+def fake_docker(tmp_path: Path) -> Path:
+    """A docker stand-in: `build` succeeds, `push` prints a digest line as docker does."""
+    script = tmp_path / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = push ]; then echo "The push refers to $2"; '
+        f'echo "0.1.0: digest: sha256:{HEX64} size: 1234"; fi\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_push_writes_digests_and_compile_bakes_them(tmp_path):
+    docker = fake_docker(tmp_path)
+    images_env = tmp_path / "build" / "images.env"
+    common = [f"DOCKER={docker}", "REGISTRY=r.example/p", f"IMAGES_ENV={images_env}"]
+    refused = run("make", "--no-print-directory", "push", *common, "TAG=0.1.0-abc-dirty")
+    assert refused.returncode != 0 and "uncommitted changes" in refused.stderr
+    assert not images_env.exists()
+    pushed = run("make", "--no-print-directory", "push", *common, "TAG=0.1.0-abc")
+    assert pushed.returncode == 0, pushed.stderr
+    expected = {
+        "CPU_IMAGE": f"r.example/p/tl-cpu@sha256:{HEX64}",
+        "GPU_IMAGE": f"r.example/p/tl-gpu@sha256:{HEX64}",
+    }
+    written = dict(line.split("=", 1) for line in images_env.read_text().splitlines())
+    assert written == expected
+    assert expected["CPU_IMAGE"] in pushed.stdout  # printed too
+    compiled = run("make", "-n", "compile", "BY_DIGEST=1", f"IMAGES_ENV={images_env}")
+    assert compiled.returncode == 0, compiled.stderr
+    assert f"--cpu-image '{expected['CPU_IMAGE']}'" in compiled.stdout
+    assert f"--gpu-image '{expected['GPU_IMAGE']}'" in compiled.stdout
+    assert "--allow-placeholders" not in compiled.stdout
+    missing = run("make", "-n", "compile", "BY_DIGEST=1", f"IMAGES_ENV={tmp_path / 'none'}")
+    assert missing.returncode != 0
+
+
+@needs_kubectl
+def test_pin_sets_an_overlay_to_the_pushed_digests(tmp_path):
+    shutil.copytree(REPO / "k8s", tmp_path / "k8s")
+    images_env = tmp_path / "images.env"
+    cpu = f"r.example/p/tl-cpu@sha256:{HEX64}"
+    gpu = f"r.example/p/tl-gpu@sha256:{HEX64[::-1]}"
+    images_env.write_text(f"CPU_IMAGE={cpu}\nGPU_IMAGE={gpu}\n")
+    overlays = tmp_path / "k8s" / "overlays"
+    pinned = run(
+        "make", "--no-print-directory", "pin", "OVERLAY=prod", f"OVERLAYS_DIR={overlays}",
+        f"IMAGES_ENV={images_env}",
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    result = run("kubectl", "kustomize", str(overlays / "prod"))
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    cronjob = find(docs, "CronJob", "tl-retrain")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == cpu
+    config = next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]
+    assert config["CPU_IMAGE"] == cpu and config["GPU_IMAGE"] == gpu
+    # Pinning again (a new release) replaces the digest.
+    images_env.write_text(f"CPU_IMAGE={gpu.replace('tl-gpu', 'tl-cpu')}\nGPU_IMAGE={gpu}\n")
+    again = run(
+        "make", "--no-print-directory", "pin", "OVERLAY=prod", f"OVERLAYS_DIR={overlays}",
+        f"IMAGES_ENV={images_env}",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"digest: sha256:{HEX64[::-1]}" in (overlays / "prod" / "kustomization.yaml").read_text()
+
+
 # --- cluster manifests -------------------------------------------------------------------
 
 
@@ -213,6 +304,10 @@ def test_pipeline_identity_is_workload_identity_with_least_privilege(overlay):
         assert not {"pods/exec", "pods/attach", "serviceaccounts/token"} & set(rule["resources"])
         if set(rule["resources"]) & {"secrets", "configmaps"}:
             assert rule["resourceNames"] and rule["verbs"] == ["get"]
+    # KFP 2.17 with a gs:// root: no Secret at all, and only its own pod by name.
+    assert not any("secrets" in rule["resources"] for rule in role["rules"])
+    pods = [rule for rule in role["rules"] if "pods" in rule["resources"]]
+    assert [rule["verbs"] for rule in pods] == [["get"]]
     binding = find(docs, "RoleBinding", "tl-pipeline-runner")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "tl-pipeline-runner", "namespace": KFP_NAMESPACE}
@@ -266,8 +361,95 @@ def test_gpu_node_pools_match_the_pipeline_placement():
     assert f"--node-taints {gpu_taint}\n" in script
     assert f"--node-taints {gpu_taint},{spot_taint}\n" in script
     assert placement.GKE_ACCELERATOR_LABEL == "cloud.google.com/gke-accelerator"
-    for flag in ("--spot", "--min-nodes 0", "gpu-driver-version=latest", "--workload-pool"):
+    for flag in (
+        "--spot",
+        "--min-nodes 0",
+        "gpu-driver-version=latest",
+        "--workload-pool",
+        '--disk-size "$GPU_DISK_SIZE"',
+    ):
         assert flag in script
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_task_pods_network_policy_allows_only_what_a_task_needs(overlay):
+    from pipelines.pipeline import TASK_LABELS
+
+    docs = rendered(overlay)
+    policies = [
+        doc
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["namespace"] == KFP_NAMESPACE
+    ]
+    assert {p["metadata"]["name"] for p in policies} == {
+        "tl-pipeline-tasks",
+        "tl-pipeline-tasks-apiserver",
+    }
+    script = (REPO / "k8s" / "gke" / "create-cluster.sh").read_text()
+    private_ips = re.search(r"--rrdatas (199\.36\.153\.[\d.,]+)", script).group(1).split(",")
+    allowed_blocks = {"169.254.169.254/32", "169.254.169.252/32", "199.36.153.8/30"}
+    assert {f"199.36.153.{8 + i}" for i in range(4)} == set(private_ips)
+    for policy in policies:
+        spec = policy["spec"]
+        # Exactly the labels every task pod gets through kfp-kubernetes add_pod_label.
+        assert spec["podSelector"] == {"matchLabels": TASK_LABELS}
+        assert "Egress" in spec["policyTypes"]
+        for rule in spec["egress"]:
+            assert rule["ports"] and rule["to"]  # no rule open to every port or destination
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    cidr = peer["ipBlock"]["cidr"]
+                    assert "except" not in peer["ipBlock"]
+                    if policy["metadata"]["name"].endswith("apiserver"):
+                        assert cidr.endswith("/32") and [p["port"] for p in rule["ports"]] == [443]
+                    else:
+                        assert cidr in allowed_blocks
+    main = find(docs, "NetworkPolicy", "tl-pipeline-tasks")["spec"]
+    assert main["policyTypes"] == ["Ingress", "Egress"] and main["ingress"] == []
+    selected = {
+        tuple(sorted(peer.get("podSelector", {}).get("matchLabels", {}).items()))
+        for rule in main["egress"]
+        for peer in rule["to"]
+    }
+    for labels in (
+        {"app": "ml-pipeline"},
+        {"component": "metadata-grpc-server"},
+        {"k8s-app": "kube-dns"},
+    ):
+        assert tuple(sorted(labels.items())) in selected
+
+
+def test_ui_reads_only_the_pipeline_root():
+    script = (REPO / "k8s" / "gke" / "grant-ui-access.sh").read_text()
+    prefix = re.search(
+        r"^PIPELINE_ROOT_PREFIX=\$\{PIPELINE_ROOT_PREFIX:-([\w-]+/)\}$", script, re.M
+    )
+    assert prefix, "PIPELINE_ROOT_PREFIX default"
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert f"defaultPipelineRoot=gs://${{BUCKET}}/{prefix.group(1).rstrip('/')}" in operations
+    assert "roles/storage.objectViewer" in script and "objectAdmin" not in script
+    assert (
+        'resource.name.startsWith(\\"projects/_/buckets/${BUCKET}/objects/${PIPELINE_ROOT_PREFIX}'
+        in script
+    )
+    assert "storage.googleapis.com/objectListPrefix" in script
+    assert "[${KFP_NAMESPACE}/${UI_KSA}]" in script and "UI_KSA=${UI_KSA:-ml-pipeline-ui}" in script
+
+
+def test_argo_retries_every_failure_of_a_retried_task():
+    (patch,) = list(
+        yaml.safe_load_all((REPO / "k8s" / "kfp" / "workflow-controller-retry.yaml").read_text())
+    )
+    assert patch["metadata"] == {
+        "name": "workflow-controller-configmap",
+        "namespace": KFP_NAMESPACE,
+    }
+    defaults = yaml.safe_load(patch["data"]["workflowDefaults"])["spec"]
+    strategy = defaults["templateDefaults"]["retryStrategy"]
+    assert strategy["retryPolicy"] == "Always"  # Failed (exit != 0) and Error (pod gone)
+    assert int(strategy["limit"]) >= 1  # bounded for templates without their own limit
+    assert defaults["ttlStrategy"]["secondsAfterCompletion"] > 0  # KFP's own default kept
 
 
 # --- checkov -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -13,18 +15,27 @@ from kfp import components
 
 from pipelines import placement, profiles, remote
 from pipelines.cli import arguments_from, main, parse_args
-from pipelines.pipeline import CACHED, RESOURCES, RETRIES, build_pipeline
+from pipelines.pipeline import (
+    CACHED,
+    RESOURCES,
+    RETRIES,
+    SCRATCH_PATH,
+    SCRATCH_SIZE,
+    TASK_LABELS,
+    TIMEOUTS,
+    build_pipeline,
+)
 
 CPU_IMAGE = "registry.example/tl-cpu:abc"
 GPU_IMAGE = "registry.example/tl-gpu:abc"
+STORE = "gs://bucket/tl"
+IMAGES = ["--cpu-image", CPU_IMAGE, "--gpu-image", GPU_IMAGE]
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[Path, dict, dict]:
     path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
-    code = main(
-        ["compile", "--output", str(path), "--cpu-image", CPU_IMAGE, "--gpu-image", GPU_IMAGE]
-    )
+    code = main(["compile", "--output", str(path), *IMAGES, "--store", STORE])
     assert code == 0
     spec, platform = yaml.safe_load_all(path.read_text())
     return path, spec, platform
@@ -85,7 +96,9 @@ def test_gpu_resources_node_selector_and_tolerations(compiled):
     for name in ("train-cnn", "data-prep", "weights", "compare"):
         assert "accelerator" not in executor(spec, name)["resources"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {"exec-train-transfer"}
+    assert set(k8s) == {f"exec-{name}" for name in tasks(spec)}
+    for name in ("train-cnn", "data-prep", "weights", "compare"):
+        assert "nodeSelector" not in k8s[f"exec-{name}"]
     transfer = k8s["exec-train-transfer"]
     selector = transfer["nodeSelector"]["nodeSelectorJson"]["taskOutputParameter"]
     assert selector == {"producerTask": "gpu-placement", "outputParameterKey": "node_selector"}
@@ -98,6 +111,117 @@ def test_gpu_resources_node_selector_and_tolerations(compiled):
     placement_inputs = tasks(spec)["gpu-placement"]["inputs"]["parameters"]
     assert placement_inputs["gpu_type"] == {"componentInputParameter": "gpu_type"}
     assert placement_inputs["spot"] == {"componentInputParameter": "spot"}
+    assert placement_inputs["sized_for"]["runtimeValue"]["constant"] == "nvidia-l4"
+
+
+PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['pipelinechannel--(\w+)'\]\}\}")
+
+
+def resource_fields(resources: dict) -> dict[str, object]:
+    """Every field of an executor's resources, the accelerator's flattened in."""
+    fields = {key: value for key, value in resources.items() if key != "accelerator"}
+    for key, value in resources.get("accelerator", {}).items():
+        fields[f"accelerator.{key}"] = value
+    return fields
+
+
+def test_resource_fields_are_literals_or_string_parameters(compiled):
+    # KFP 2.17's driver resolves a placeholder in a resource field with the parameter's string
+    # accessor (resolvePodSpecInputRuntimeParameter, backend/src/v2/driver/resolve.go): a NUMBER
+    # parameter resolves to "" and the limit is dropped without an error. So every placeholder
+    # must name a STRING pipeline parameter, or the field must be a literal.
+    _, spec, _ = compiled
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    placeholders = 0
+    for name in tasks(spec):
+        task_inputs = tasks(spec)[name].get("inputs", {}).get("parameters", {})
+        for field, value in resource_fields(executor(spec, name)["resources"]).items():
+            for channel in PLACEHOLDER.findall(str(value)):
+                placeholders += 1
+                assert PLACEHOLDER.fullmatch(str(value)), (name, field, value)
+                source = task_inputs[f"pipelinechannel--{channel}"]["componentInputParameter"]
+                assert parameters[source]["parameterType"] == "STRING", (name, field, source)
+    assert placeholders == 1  # the GPU count
+    assert parameters["gpu_count"]["defaultValue"] == "1"
+
+
+def test_a_number_gpu_count_is_refused_by_the_rule(tmp_path):
+    # The same rule on a pipeline with an integer count (what the driver would drop).
+    from kfp import compiler, dsl
+
+    step = components.load_component_from_text(
+        "name: step\nimplementation:\n  container:\n    image: python:3.11\n    command: [x]\n"
+    )
+
+    def int_count(count=1):
+        step().set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(count)
+
+    int_count.__annotations__ = {"count": int}  # this module's annotations are strings
+    int_count = dsl.pipeline(name="int-count")(int_count)
+    path = tmp_path / "int.yaml"
+    compiler.Compiler().compile(int_count, str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    (value,) = [v for v in resource_fields(executor(spec, "step")["resources"]).values()
+                if PLACEHOLDER.search(str(v))]  # fmt: skip
+    channel = PLACEHOLDER.fullmatch(value).group(1)
+    assert spec["root"]["inputDefinitions"]["parameters"][channel]["parameterType"] != "STRING"
+
+
+def test_training_component_works_in_the_scratch_volume(tmp_path, monkeypatch):
+    import tempfile
+
+    from components.training import component as training_component
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # restored after the test
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv(training_component.SCRATCH_ENV, str(scratch))
+    with pytest.raises(Exception):  # noqa: B017 - no dataset there; only the temp folder matters
+        training_component.train(
+            None, None, None, None, dataset_uri=str(tmp_path / "no-dataset"), store=str(tmp_path)
+        )
+    assert tempfile.gettempdir() == str(scratch)
+    assert Path(os.environ["TMPDIR"]) == scratch
+    assert not list(scratch.iterdir())  # the work folder lived there and was cleaned up
+
+
+def test_transfer_scratch_volume_and_tmpdir(compiled):
+    _, spec, platform = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    (scratch,) = k8s["exec-train-transfer"]["emptyDirMounts"]
+    assert scratch == {
+        "volumeName": "scratch",
+        "mountPath": SCRATCH_PATH,
+        "sizeLimit": SCRATCH_SIZE,
+    }
+    env = {item["name"]: item["value"] for item in executor(spec, "train-transfer")["env"]}
+    assert env["TL_SCRATCH_DIR"] == SCRATCH_PATH  # the component's TMPDIR when mounted
+    # The size holds the full dataset's feature cache at the default input size, with room.
+    size = spec["root"]["inputDefinitions"]["parameters"]["transfer_input_size"]["defaultValue"]
+    grid = size  # InceptionV3's valid convolutions and stride-2 reductions up to mixed7
+    for step in ("s2", "valid", "s2", "valid", "s2", "s2"):
+        grid = (grid - 3) // 2 + 1 if step == "s2" else grid - 2
+    assert grid == 7 if size == 150 else grid > 0
+    cache = 70_000 * grid * grid * 768 * 2  # Fashion-MNIST train + test, float16
+    assert cache * 3 < int(SCRATCH_SIZE.removesuffix("Gi")) * 2**30
+    script = (Path(__file__).parents[1] / "k8s" / "gke" / "create-cluster.sh").read_text()
+    disk = int(re.search(r"GPU_DISK_SIZE=\$\{GPU_DISK_SIZE:-(\d+)\}", script).group(1))
+    assert disk >= 2 * int(SCRATCH_SIZE.removesuffix("Gi"))  # images, logs and the scratch
+
+
+def test_every_task_pod_is_labelled_non_root_and_timed_out(compiled):
+    _, spec, platform = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in tasks(spec):
+        config = k8s[f"exec-{name}"]
+        assert config["podMetadata"]["labels"] == TASK_LABELS
+        assert config["securityContext"] == {
+            "runAsUser": "10001",
+            "runAsGroup": "10001",
+            "runAsNonRoot": True,
+        }
+        assert int(config["activeDeadlineSeconds"]) == TIMEOUTS[name] > 0
 
 
 def test_placement_values():
@@ -115,15 +239,97 @@ def test_placement_values():
         placement.node_selector("", spot=False)
 
 
+def assert_resources(resources: dict, row: tuple[str, str, str, str]) -> None:
+    cpu_request, cpu_limit, memory_request, memory_limit = row
+    assert resources["resourceCpuRequest"] == cpu_request
+    assert resources["resourceCpuLimit"] == cpu_limit
+    assert resources["resourceMemoryRequest"] == memory_request
+    assert resources["resourceMemoryLimit"] == memory_limit
+
+
 def test_resource_requests_and_limits(compiled):
     _, spec, _ = compiled
-    for name, (cpu_request, cpu_limit, memory_request, memory_limit) in RESOURCES.items():
-        resources = executor(spec, name)["resources"]
-        assert resources["resourceCpuRequest"] == cpu_request
-        assert resources["resourceCpuLimit"] == cpu_limit
-        assert resources["resourceMemoryRequest"] == memory_request
-        assert resources["resourceMemoryLimit"] == memory_limit
-    assert executor(spec, "train-transfer")["resources"]["resourceMemoryLimit"] == "32Gi"
+    for name, row in RESOURCES.items():
+        assert_resources(executor(spec, name)["resources"], row)
+    node = placement.GPU_NODES["nvidia-l4"]
+    transfer = executor(spec, "train-transfer")["resources"]
+    assert_resources(
+        transfer, (node.cpu_request, node.cpu_limit, node.memory_request, node.memory_limit)
+    )
+
+
+def gib(quantity: str) -> float:
+    return float(quantity.removesuffix("Gi"))
+
+
+@pytest.mark.parametrize("gpu_type", sorted(placement.GPU_NODES))
+def test_gpu_task_fits_the_allocatable_of_its_node(gpu_type):
+    node = placement.GPU_NODES[gpu_type]
+    # GKE's reservation formula (docs/operations.md), from the machine's memory and cores.
+    machines = {"g2-standard-8": (8, 32), "n1-standard-8": (8, 30), "a2-highgpu-1g": (12, 85),
+                "a3-highgpu-1g": (26, 234)}  # fmt: skip
+    cores, memory = machines[node.machine_type]
+    bands = [(4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06), (float("inf"), 0.02)]
+    reserved, left = 0.0, memory
+    for size, rate in bands:
+        reserved += min(left, size) * rate
+        left = max(0.0, left - size)
+    allocatable_memory = memory - reserved - 100 / 1024
+    cpu_bands = [(1, 0.06), (1, 0.01), (2, 0.005), (float("inf"), 0.0025)]
+    cpu_reserved, left = 0.0, cores
+    for size, rate in cpu_bands:
+        cpu_reserved += min(left, size) * rate
+        left = max(0.0, left - size)
+    assert node.allocatable_memory_gib == pytest.approx(allocatable_memory, abs=0.1)
+    assert node.allocatable_cpu == pytest.approx(cores - cpu_reserved, abs=0.01)
+    # Room for GKE's daemonsets: at least 0.5 CPU and 2 GiB below allocatable.
+    assert float(node.cpu_limit) <= node.allocatable_cpu - 0.5
+    assert gib(node.memory_limit) <= node.allocatable_memory_gib - 2
+    assert float(node.cpu_request) <= float(node.cpu_limit)
+    assert gib(node.memory_request) <= gib(node.memory_limit)
+
+
+def test_compile_time_gpu_type_sizes_the_gpu_task(tmp_path):
+    path = tmp_path / "a100.yaml"
+    argv = ["compile", "--output", str(path), *IMAGES, "--store", STORE]
+    assert main([*argv, "--gpu-type", "nvidia-tesla-a100"]) == 0
+    spec = next(yaml.safe_load_all(path.read_text()))
+    node = placement.GPU_NODES["nvidia-tesla-a100"]
+    assert executor(spec, "train-transfer")["resources"]["resourceMemoryLimit"] == (
+        node.memory_limit
+    )
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["gpu_type"]["defaultValue"] == "nvidia-tesla-a100"
+    placement_inputs = tasks(spec)["gpu-placement"]["inputs"]["parameters"]
+    assert placement_inputs["sized_for"]["runtimeValue"]["constant"] == "nvidia-tesla-a100"
+
+
+def test_run_time_gpu_type_must_fit_the_compiled_sizing():
+    placement.check_fits("nvidia-tesla-a100", "nvidia-l4")  # a bigger node: fine
+    placement.check_fits("nvidia-l4", "nvidia-l4")
+    placement.check_fits("nvidia-tesla-t4", "nvidia-l4")  # L4's sizing fits n1-standard-8
+    with pytest.raises(ValueError, match="compile it with --gpu-type nvidia-l4"):
+        placement.check_fits("nvidia-l4", "nvidia-tesla-a100")
+    with pytest.raises(ValueError, match="not supported"):
+        placement.check_fits("nvidia-tesla-k80", "nvidia-l4")
+
+
+def test_compile_refuses_placeholders_unless_allowed(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(path), "--store", STORE]) == 1
+    err = capsys.readouterr().err
+    assert "--cpu-image us-docker.pkg.dev/my-project/" in err and "placeholder" in err
+    assert not path.exists()
+    assert main(["compile", "--output", str(path), *IMAGES]) == 1
+    assert "store gs://my-project-tl-store/pipeline is a placeholder" in capsys.readouterr().err
+    untagged = ["--cpu-image", "r.example/tl-cpu", "--gpu-image", GPU_IMAGE, "--store", STORE]
+    assert main(["compile", "--output", str(path), *untagged]) == 1
+    assert "has no tag or digest" in capsys.readouterr().err
+    assert main(["compile", "--output", str(path), "--allow-placeholders"]) == 0
+    digest = "r.example/tl-gpu@sha256:" + "a" * 64
+    pinned = ["--cpu-image", CPU_IMAGE, "--gpu-image", digest, "--store", STORE]
+    assert main(["compile", "--output", str(path), *pinned]) == 0
+    assert digest in path.read_text()
 
 
 def test_retries_with_backoff(compiled):
@@ -170,7 +376,7 @@ def test_every_knob_has_a_default(compiled):
 
 def test_compile_bakes_store_and_params_into_defaults(tmp_path):
     path = tmp_path / "p.yaml"
-    argv = ["compile", "--output", str(path), "--store", "gs://bucket/prefix"]
+    argv = ["compile", "--output", str(path), *IMAGES, "--store", "gs://bucket/prefix"]
     assert main([*argv, "--param", "spot=true", "--param", "cnn_epochs=3"]) == 0
     spec = yaml.safe_load_all(path.read_text()).__next__()
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -315,6 +521,7 @@ def test_submit_creates_the_pipeline_then_runs_it():
         "pipeline_id": "p-1",
         "version_id": "v-1",
         "params": {"seed": 1},
+        "service_account": remote.DEFAULT_SERVICE_ACCOUNT,
     }
     assert remote.run_url("http://kfp:8080/", run_id) == "http://kfp:8080/#/runs/details/r-1"
 

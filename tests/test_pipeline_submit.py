@@ -13,6 +13,7 @@ import pytest
 from pipelines.cli import main
 
 API = "/apis/v2beta1"
+IMAGES = ["--cpu-image", "reg/tl-cpu:0.1.0-abc", "--gpu-image", "reg/tl-gpu:0.1.0-abc"]
 
 
 class FakeKFP(http.server.ThreadingHTTPServer):
@@ -26,6 +27,7 @@ class FakeKFP(http.server.ThreadingHTTPServer):
         self.runs: list[dict] = []
         self.recurring: list[dict] = []
         self.uploads: list[bytes] = []
+        self.credentials: list[tuple[str | None, str | None]] = []  # (Authorization, Cookie)
 
     @property
     def url(self) -> str:
@@ -58,7 +60,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _record_credentials(self) -> None:
+        self.server.credentials.append(
+            (self.headers.get("Authorization"), self.headers.get("Cookie"))
+        )
+
     def do_GET(self):
+        self._record_credentials()
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query)
         state = self.server
@@ -89,6 +97,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return version
 
     def do_POST(self):
+        self._record_credentials()
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query)
         state = self.server
@@ -136,7 +145,7 @@ def kfp_api():
 
 
 def test_submit_creates_pipeline_then_versions_and_runs(kfp_api, capsys):
-    argv = ["submit", "--host", kfp_api.url, "--experiment", "exp", "--param", "seed=7"]
+    argv = ["submit", "--host", kfp_api.url, "--experiment", "exp", "--param", "seed=7", *IMAGES]
     assert main([*argv, "--store", "gs://bucket/tl", "--cpu-image", "reg/cpu:1"]) == 0
     out = capsys.readouterr().out
     assert "created pipeline 'transfer-learning'" in out
@@ -149,8 +158,9 @@ def test_submit_creates_pipeline_then_versions_and_runs(kfp_api, capsys):
     parameters = run["runtime_config"]["parameters"]
     assert parameters["seed"] == 7 and parameters["store"] == "gs://bucket/tl"
     assert "limit" not in parameters  # the full profile keeps the compiled defaults
+    assert run["service_account"] == "tl-pipeline-runner"  # never KFP's default runner
 
-    assert main([*argv, "--run-name", "second"]) == 0
+    assert main([*argv, "--run-name", "second", "--store", "gs://bucket/tl"]) == 0
     out = capsys.readouterr().out
     assert "added version" in out
     assert len(kfp_api.pipelines) == 1 and len(kfp_api.versions) == 2
@@ -161,7 +171,7 @@ def test_submit_creates_pipeline_then_versions_and_runs(kfp_api, capsys):
 
 def test_schedule_creates_a_recurring_run(kfp_api, capsys):
     argv = ["schedule", "--host", kfp_api.url, "--cron", "0 3 * * 1", "--param", "spot=true"]
-    assert main(argv) == 0
+    assert main([*argv, *IMAGES, "--store", "gs://bucket/tl", "--service-account", "tl-x"]) == 0
     assert "Recurring run rr-1 created" in capsys.readouterr().out
     (recurring,) = kfp_api.recurring
     assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * 1"}}
@@ -169,6 +179,7 @@ def test_schedule_creates_a_recurring_run(kfp_api, capsys):
     assert recurring["no_catchup"] is True
     assert recurring["mode"] == "ENABLE"
     assert recurring["runtime_config"]["parameters"]["spot"] is True
+    assert recurring["service_account"] == "tl-x"
 
 
 def test_runs_lists_recent_runs_with_state(kfp_api, capsys):
@@ -182,3 +193,60 @@ def test_runs_lists_recent_runs_with_state(kfp_api, capsys):
     assert lines[0].split() == ["STATE", "CREATED_AT", "NAME", "RUN_ID"]
     assert lines[1].split()[0] == "FAILED" and lines[1].split()[-1] == "b"
     assert lines[2].split()[0] == "SUCCEEDED"
+
+
+def test_submit_refuses_placeholder_images(kfp_api, capsys, tmp_path):
+    assert main(["submit", "--host", kfp_api.url, "--store", "gs://bucket/tl"]) == 1
+    assert "placeholder" in capsys.readouterr().err
+    assert kfp_api.runs == [] and kfp_api.uploads == []
+    # A package compiled elsewhere carries its own images and store default.
+    package = tmp_path / "p.yaml"
+    allowed = ["--allow-placeholders", "--output", str(package)]
+    assert main(["compile", *allowed]) == 0  # the example store baked in
+    argv = ["submit", "--host", kfp_api.url, "--package", str(package)]
+    assert main(argv) == 1
+    assert "store gs://my-project-tl-store/pipeline is a placeholder" in capsys.readouterr().err
+    assert main([*argv, "--store", "gs://bucket/tl"]) == 0
+    assert main(["compile", *IMAGES, "--output", str(package), "--store", "gs://bucket/b"]) == 0
+    assert main(argv) == 0  # its compiled store is real
+    assert len(kfp_api.runs) == 2
+
+
+@pytest.mark.parametrize(
+    "mode", ["none", "existing-token", "token-env", "sa-token-path", "cookies"]
+)
+def test_client_sends_the_credentials_of_each_mode(kfp_api, mode, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KFP_EXISTING_TOKEN", raising=False)
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
+    flags: list[str] = []
+    expected: tuple[str | None, str | None] = (None, None)
+    if mode == "existing-token":
+        flags, expected = ["--existing-token", "tok-1"], ("Bearer tok-1", None)
+    elif mode == "token-env":
+        monkeypatch.setenv("KFP_EXISTING_TOKEN", "tok-2")
+        expected = ("Bearer tok-2", None)
+    elif mode == "sa-token-path":
+        token = tmp_path / "token"
+        token.write_text("sa-token-3\n")
+        flags, expected = ["--sa-token-path", str(token)], ("Bearer sa-token-3", None)
+    elif mode == "cookies":
+        flags = ["--cookies", "authservice_session=s-4"]
+        expected = (None, "authservice_session=s-4")
+    argv = ["submit", "--host", kfp_api.url, *IMAGES, "--store", "gs://bucket/tl", *flags]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len(kfp_api.runs) == 1
+    assert kfp_api.credentials and set(kfp_api.credentials) == {expected}
+    kfp_api.credentials.clear()
+    assert main(["runs", "--host", kfp_api.url, "--all", *flags]) == 0
+    assert kfp_api.credentials and set(kfp_api.credentials) == {expected}
+
+
+def test_auth_mistakes_are_clear_errors(kfp_api, tmp_path, capsys):
+    both = ["--existing-token", "t", "--sa-token-path", str(tmp_path / "t")]
+    assert main(["runs", "--host", kfp_api.url, *both]) == 1
+    assert "choose one way to authenticate" in capsys.readouterr().err
+    assert main(["runs", "--host", kfp_api.url, "--sa-token-path", str(tmp_path / "none")]) == 1
+    assert f"--sa-token-path {tmp_path / 'none'}: no such file" in capsys.readouterr().err
+    assert main(["runs", "--host", kfp_api.url, "--other-client-id", "x"]) == 1
+    assert "need client_id" in capsys.readouterr().err
+    assert kfp_api.credentials == []

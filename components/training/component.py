@@ -5,6 +5,8 @@ from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model, Output
 
 DEFAULT_CPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
 DEFAULT_GPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-gpu:latest"
+# Where the pipeline mounts the task's scratch volume, when it does (pipelines/pipeline.py).
+SCRATCH_ENV = "TL_SCRATCH_DIR"
 
 
 def train(
@@ -35,6 +37,7 @@ def train(
     as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
+    import os
     import tempfile
     from pathlib import Path
 
@@ -44,6 +47,9 @@ def train(
     from components.training import artifacts
     from components.training.train import run
 
+    scratch = os.environ.get("TL_SCRATCH_DIR", "")  # SCRATCH_ENV: the cluster's scratch volume
+    if scratch and os.path.isdir(scratch):
+        os.environ["TMPDIR"] = tempfile.tempdir = scratch  # work folder, caches, TF's temp files
     with tempfile.TemporaryDirectory(prefix="train-") as work:
         config = artifacts.config(
             work=Path(work),

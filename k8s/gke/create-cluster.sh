@@ -27,8 +27,15 @@ GPU_TYPE=${GPU_TYPE:-nvidia-l4}
 # nvidia-l4 needs the G2 machine family; nvidia-tesla-t4 runs on n1-standard-*.
 GPU_MACHINE_TYPE=${GPU_MACHINE_TYPE:-g2-standard-8}
 GPU_MAX_NODES=${GPU_MAX_NODES:-2}
+# Boot disk of the GPU nodes: the image layers (the GPU image is several GB), logs, and
+# train_transfer's scratch emptyDir (SCRATCH_SIZE in pipelines/pipeline.py, 48Gi).
+GPU_DISK_SIZE=${GPU_DISK_SIZE:-200}
+GPU_DISK_TYPE=${GPU_DISK_TYPE:-pd-balanced}
 SPOT_POOL=${SPOT_POOL:-true}
 SPOT_MAX_NODES=${SPOT_MAX_NODES:-4}
+# The VPC and subnet of the nodes (Private Google Access, below).
+NETWORK=${NETWORK:-default}
+SUBNET=${SUBNET:-default}
 NODE_SA_NAME=${NODE_SA_NAME:-tl-gke-nodes}
 NODE_SA="${NODE_SA_NAME}@${PROJECT_ID}.iam.gserviceaccount.com"
 
@@ -38,7 +45,7 @@ gcloud_project() {
 
 echo "== APIs"
 gcloud_project services enable container.googleapis.com artifactregistry.googleapis.com \
-    storage.googleapis.com iam.googleapis.com
+    storage.googleapis.com iam.googleapis.com dns.googleapis.com
 
 echo "== node service account $NODE_SA (least privilege: logs, metrics, image pulls)"
 if ! gcloud_project iam service-accounts describe "$NODE_SA" >/dev/null 2>&1; then
@@ -94,6 +101,8 @@ create_gpu_pool() {
         --node-locations "$GPU_ZONES" \
         --machine-type "$GPU_MACHINE_TYPE" \
         --accelerator "type=${GPU_TYPE},count=1,gpu-driver-version=latest" \
+        --disk-size "$GPU_DISK_SIZE" \
+        --disk-type "$GPU_DISK_TYPE" \
         --num-nodes 0 \
         --enable-autoscaling --min-nodes 0 --max-nodes "$max_nodes" \
         "${common_pool_flags[@]}" \
@@ -110,6 +119,22 @@ if [ "$SPOT_POOL" = "true" ]; then
         --spot \
         --location-policy ANY \
         --node-taints nvidia.com/gpu=present:NoSchedule,cloud.google.com/gke-spot=true:NoSchedule
+fi
+
+# The pipeline task pods' NetworkPolicy (k8s/base/task-network-policy.yaml) allows Google APIs
+# only at private.googleapis.com (199.36.153.8/30): Private Google Access on the subnet, and a
+# private DNS zone that resolves *.googleapis.com there for the whole VPC.
+echo "== Private Google Access: *.googleapis.com -> private.googleapis.com in $NETWORK"
+gcloud_project compute networks subnets update "$SUBNET" --region "$REGION" \
+    --enable-private-ip-google-access
+if ! gcloud_project dns managed-zones describe tl-googleapis >/dev/null 2>&1; then
+    gcloud_project dns managed-zones create tl-googleapis --dns-name googleapis.com. \
+        --visibility private --networks "$NETWORK" \
+        --description "googleapis.com through Private Google Access ($CLUSTER)"
+    gcloud_project dns record-sets create private.googleapis.com. --zone tl-googleapis \
+        --type A --ttl 300 --rrdatas 199.36.153.8,199.36.153.9,199.36.153.10,199.36.153.11
+    gcloud_project dns record-sets create "*.googleapis.com." --zone tl-googleapis \
+        --type CNAME --ttl 300 --rrdatas private.googleapis.com.
 fi
 
 echo "== kubectl credentials"
