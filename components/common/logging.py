@@ -14,6 +14,13 @@ from typing import Any
 
 import structlog
 
+from components.common.redact import redact_value
+
+
+def redact_event(logger: Any, method: str, event_dict: dict) -> dict:
+    """Structlog processor: URLs in every logged value lose userinfo and query (`redact_value`)."""
+    return redact_value(event_dict)
+
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog (and the standard library root logger) once per process."""
@@ -29,6 +36,7 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),

@@ -21,9 +21,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--source",
         default=defaults.source,
         help="IDX folder, base URL or gs:// prefix; image-folder tree; .tar.gz/.zip archive; "
-        "auto: the Debian Fashion-MNIST files if installed, else the official URL",
+        "auto: the Debian Fashion-MNIST files if installed, else the official URL. Never put "
+        "credentials in it (user:password@, signed query strings): see docs/SECURITY.md",
     )
-    parser.add_argument("--name", default=defaults.name, help="dataset name")
+    parser.add_argument(
+        "--name", default=defaults.name, help="dataset name: [a-z0-9][a-z0-9_.-]{0,62}, no '..'"
+    )
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--limit", type=int, default=None, help="at most N images per split")
@@ -35,6 +38,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--image-size", type=size_pair, default=None, help="resize image folders to HxW"
     )
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
+    parser.add_argument(
+        "--max-download-bytes",
+        type=int,
+        default=defaults.max_download_bytes,
+        help="largest file accepted from a URL",
+    )
+    parser.add_argument(
+        "--local-root",
+        action="append",
+        default=None,
+        help="folder a local source may lie in (repeatable; default: $TL_LOCAL_SOURCE_ROOTS, "
+        "else the working folder, /usr/share/datasets, Keras' cache and the temp folder)",
+    )
     parser.add_argument("--work-dir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--output-json", default=None, help="also write the result here")
     add_common_arguments(parser)
@@ -57,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             class_names=tuple(args.class_names.split(",")) if args.class_names else None,
             image_size=args.image_size,
             max_image_pixels=args.max_image_pixels,
+            max_download_bytes=args.max_download_bytes,
+            local_roots=tuple(args.local_root) if args.local_root else None,
             work_dir=args.work_dir,
         )
         result = run(config)

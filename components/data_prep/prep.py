@@ -24,8 +24,9 @@ from components.common.dataset import (
     load_manifest,
 )
 from components.common.digest import json_digest
-from components.common.http import RetryPolicy
+from components.common.http import DEFAULT_MAX_BYTES, RetryPolicy
 from components.common.logging import get_logger, step
+from components.common.names import check_name
 from components.data_prep import images as image_folder
 from components.data_prep.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, load_pair
 from components.data_prep.shards import balanced_subset, stratified_split, write_shards
@@ -51,6 +52,11 @@ class PrepConfig:
     work_dir: str | None = None  # scratch folder; None: a temporary one
     download_attempts: int = 6  # tries per remote file before the source counts as unreachable
     download_initial_wait_s: float = 1.0  # first retry backoff; doubles per retry, with jitter
+    max_download_bytes: int = DEFAULT_MAX_BYTES  # largest file accepted from a URL
+    download_deadline_s: float = 3600.0  # longest time one remote file may take, retries included
+    # folders a local source may lie in; None: $TL_LOCAL_SOURCE_ROOTS, else the working folder,
+    # /usr/share/datasets, Keras' cache and the temporary folder (components.common.local_roots)
+    local_roots: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         """Validate at start-up."""
@@ -60,8 +66,9 @@ class PrepConfig:
             raise ValueError(f"limit must be positive, got {self.limit}")
         if self.records_per_shard < 1:
             raise ValueError(f"records_per_shard must be positive, got {self.records_per_shard}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"dataset name must be a non-empty path segment, got {self.name!r}")
+        check_name(self.name, "dataset name")
+        if self.max_download_bytes < 1 or self.download_deadline_s <= 0:
+            raise ValueError("max_download_bytes and download_deadline_s must be positive")
         if self.image_size is not None and min(self.image_size) < 1:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
 
@@ -239,8 +246,10 @@ def run(config: PrepConfig) -> PrepResult:
             policy = RetryPolicy(
                 attempts=config.download_attempts,
                 initial_wait_s=config.download_initial_wait_s,
+                max_bytes=config.max_download_bytes,
+                deadline_s=config.download_deadline_s,
             )
-            source = resolve(config.source, work, policy)
+            source = resolve(config.source, work, policy, config.local_roots)
             version = dataset_version(source.sha256, config)
             uri = dataset_uri(config.store, config.name, version)
             figures.update(version=version, uri=uri, source_kind=source.kind)

@@ -1,8 +1,10 @@
 """The weights step: fetch pretrained backbone weights, verify them, publish them by content.
 
 Published files live at `<store>/weights/<sha256>/<filename>`. A record per hash,
-`<store>/weights/index/{sha256,md5}-<hash>.json`, is written after the file and marks it as
-verified; it lets a run that knows only the publisher's md5 find the copy without a download.
+`<store>/weights/index/{sha256,md5}-<hash>.json`, is written after the file; it lets a run that
+knows only the publisher's md5 find the copy without a download. Records are store contents, so
+they are not trusted: their fields must match strict patterns, and the copy they point at is
+hashed again (HDF5 signature, sha256, md5) before it is served.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import requests
 from components.common import storage
 from components.common.http import DownloadError, RetryPolicy
 from components.common.logging import get_logger, step
+from components.common.names import MD5_PATTERN, SHA256_PATTERN, check_name, is_file_name
+from components.common.redact import redact_url
 from components.weights.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_URL
 from components.weights.sources import copy_local, fetch, is_url, keras_cache_dirs, source_filename
 from components.weights.verify import Digests, check_hashes, verify
@@ -43,11 +47,15 @@ class WeightsConfig:
     keras_cache_dir: str | None = None  # None: $KERAS_HOME/models, else ~/.keras/models
     use_keras_cache: bool = True  # look in Keras' cache before the network
     work_dir: str | None = None  # scratch folder; None: a temporary one
-    # attempts, backoff and timeouts of http(s) downloads
+    # attempts, backoff, timeouts, size cap, deadline and redirect hosts of http(s) downloads
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    # folders a local source may lie in; None: $TL_LOCAL_SOURCE_ROOTS, else the working folder,
+    # /usr/share/datasets, Keras' cache and the temporary folder (components.common.local_roots)
+    local_roots: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         """Validate at start-up."""
+        check_name(self.backbone, "backbone")
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
         if not self.url:
@@ -56,9 +64,8 @@ class WeightsConfig:
             value = getattr(self, algorithm)
             if value is not None and not _HEX[algorithm].fullmatch(value):
                 raise ValueError(f"{algorithm} must be a hex digest, got {value!r}")
-        name = self.filename
-        if name is not None and (not name or "/" in name or name.startswith(".")):
-            raise ValueError(f"filename must be a plain file name, got {name!r}")
+        if self.filename is not None and not is_file_name(self.filename):
+            raise ValueError(f"filename must be a plain file name, got {self.filename!r}")
 
     @property
     def pretrained(self) -> bool:
@@ -104,15 +111,17 @@ def _target(config: WeightsConfig) -> _Target:
     published = BACKBONES[config.backbone]
     source = published.url if config.url.lower() == DEFAULT else config.url
     filename = config.filename or source_filename(source)
-    if not filename:
-        raise ValueError(f"{source}: cannot tell a file name; pass filename")
+    if not is_file_name(filename):
+        raise ValueError(
+            f"{redact_url(source)}: cannot tell a plain file name (got {filename!r}); pass filename"
+        )
     sha256, md5 = config.sha256, config.md5
     if sha256 is None and md5 is None:
         # A mirror of the published file (same name) is checked against the published hash.
         if source != published.url and filename != published.filename:
             raise ValueError(
-                f"{source}: no pinned checksum; pass sha256 or md5 for weights other than "
-                f"{config.backbone}'s published {published.filename}"
+                f"{redact_url(source)}: no pinned checksum; pass sha256 or md5 for weights "
+                f"other than {config.backbone}'s published {published.filename}"
             )
         sha256, md5 = published.sha256, published.md5
     return _Target(source, filename, sha256 and sha256.lower(), md5 and md5.lower())
@@ -127,21 +136,59 @@ def _record_uri(store: str, algorithm: str, digest: str) -> str:
     return storage.join(store, "weights", "index", f"{algorithm}-{digest}.json")
 
 
-def _lookup(store: str, target: _Target) -> dict | None:
-    """The record of a verified copy in the store, if there is one whose file still exists."""
+def _valid_record(record: object, algorithm: str, digest: str) -> bool:
+    """Whether an index record read from the store has the fields and forms we write."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("sha256"), str)
+        and bool(SHA256_PATTERN.fullmatch(record["sha256"]))
+        and isinstance(record.get("md5"), str)
+        and bool(MD5_PATTERN.fullmatch(record["md5"]))
+        and is_file_name(record.get("filename"))
+        and isinstance(record.get("size"), int)
+        and record[algorithm] == digest
+    )
+
+
+def _verified_copy(store: str, record: dict, target: _Target, work: Path) -> bool:
+    """Hash the copy a record points at again; a planted or damaged copy is not served."""
+    uri = weights_uri(store, record["sha256"], record["filename"])
+    if not storage.exists(uri):
+        log.warning("store_record_without_file", sha256=record["sha256"])
+        return False
+    local = Path(uri) if not storage.is_gcs(uri) else work / "store-copy" / record["filename"]
+    try:
+        if storage.is_gcs(uri):
+            storage.download_file(uri, local)
+        actual = verify(local, f"store copy {uri}", record["sha256"], record["md5"])
+        check_hashes(actual, target.sha256, target.md5, f"store copy {uri}")
+    except ValueError as error:  # DataError and ChecksumMismatchError are ValueErrors
+        log.warning("store_copy_rejected", uri=uri, error=str(error))
+        return False
+    finally:
+        if storage.is_gcs(uri):
+            local.unlink(missing_ok=True)
+    return True
+
+
+def _lookup(store: str, target: _Target, work: Path) -> dict | None:
+    """The record of a copy in the store that is re-verified now, if there is one."""
     for algorithm in ("sha256", "md5"):
         digest = getattr(target, algorithm)
         if digest is None:
             continue
+        record_uri = _record_uri(store, algorithm, digest)
         try:
-            record = json.loads(storage.read_text(_record_uri(store, algorithm, digest)))
+            record = json.loads(storage.read_text(record_uri))
         except storage.NotFoundError:
             continue
-        actual = Digests(size=record["size"], sha256=record["sha256"], md5=record["md5"])
-        check_hashes(actual, target.sha256, target.md5, f"store copy of {target.source}")
-        if storage.exists(weights_uri(store, record["sha256"], record["filename"])):
+        except ValueError:  # not JSON, not UTF-8
+            record = None
+        if not _valid_record(record, algorithm, digest):
+            log.warning("store_record_rejected", uri=record_uri)
+            continue
+        if _verified_copy(store, record, target, work):
             return record
-        log.warning("store_record_without_file", sha256=record["sha256"])
     return None
 
 
@@ -184,7 +231,7 @@ def _publish(
         "md5": digests.md5,
         "size": digests.size,
         "filename": target.filename,
-        "source": target.source,
+        "source": redact_url(target.source),
         "backbone": config.backbone,
     }
     text = json.dumps(record, indent=2, sort_keys=True)
@@ -218,33 +265,39 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
             figures.update(pretrained=False)
             return _not_pretrained(config)
         target = _target(config)
-        result = dict(source=target.source, backbone=config.backbone, pretrained=True)
-        record = _lookup(config.store, target)
-        if record is not None:
-            uri = weights_uri(config.store, record["sha256"], record["filename"])
-            log.info("weights_cache_hit", uri=uri, sha256=record["sha256"])
-            figures.update(cache_hit=True, uri=uri, size=record["size"])
-            return WeightsResult(
-                uri=uri,
-                sha256=record["sha256"],
-                size=record["size"],
-                cache_hit=True,
-                md5=record["md5"],
-                filename=record["filename"],
-                fetched_from="store",
-                **result,
-            )
+        result = dict(source=redact_url(target.source), backbone=config.backbone, pretrained=True)
         with tempfile.TemporaryDirectory(prefix="weights-", dir=config.work_dir) as tmp:
+            record = _lookup(config.store, target, Path(tmp))
+            if record is not None:
+                uri = weights_uri(config.store, record["sha256"], record["filename"])
+                log.info("weights_cache_hit", uri=uri, sha256=record["sha256"])
+                figures.update(cache_hit=True, uri=uri, size=record["size"])
+                return WeightsResult(
+                    uri=uri,
+                    sha256=record["sha256"],
+                    size=record["size"],
+                    cache_hit=True,
+                    md5=record["md5"],
+                    filename=record["filename"],
+                    fetched_from="store",
+                    **result,
+                )
             local = Path(tmp) / target.filename
             fetched_from = "keras_cache"
             if not (config.use_keras_cache and _from_keras_cache(config, target, local)):
                 fetched_from = "source"
                 try:
-                    fetch(target.source, local, policy=config.retry, session=session)
+                    fetch(
+                        target.source,
+                        local,
+                        policy=config.retry,
+                        session=session,
+                        local_roots=config.local_roots,
+                    )
                 except DownloadError as error:
                     hint = _offline_hint(config, target) if is_url(target.source) else ""
                     raise DownloadError(f"{error}{hint}") from error
-            digests = verify(local, target.source, target.sha256, target.md5)
+            digests = verify(local, redact_url(target.source), target.sha256, target.md5)
             uri = _publish(config.store, local, target, digests, config)
         log.info("weights_published", uri=uri, sha256=digests.sha256, size=digests.size)
         figures.update(cache_hit=False, uri=uri, size=digests.size, fetched_from=fetched_from)
