@@ -10,6 +10,7 @@ from typing import Any
 
 from components.common import storage
 from components.common.logging import get_logger, step
+from components.common.names import check_name
 from components.compare import champion, plots, report
 from components.compare.inputs import RunOutputs, check_comparable, load_run
 
@@ -50,8 +51,7 @@ class CompareConfig:
             raise ValueError("cnn_dir and transfer_dir are required")
         if not 0.0 <= self.margin < 1.0:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
-        if not self.dataset or "/" in self.dataset or self.dataset.startswith("."):
-            raise ValueError(f"dataset must be a plain name, got {self.dataset!r}")
+        check_name(self.dataset, "dataset")
 
 
 @dataclass(frozen=True)
