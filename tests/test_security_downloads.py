@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import tarfile
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from components.common import storage
 from components.common.dataset import DataError, load_manifest
 from components.common.http import DownloadError, RetryPolicy, check_redirect, download
-from components.common.logging import configure
+from components.common.logging import RedactFilter, configure
 from components.common.redact import redact_text, redact_url, url_path_name
 from components.data_prep import __main__ as prep_cli
 from components.data_prep.prep import PrepConfig
@@ -90,6 +91,17 @@ def test_redact_text_finds_urls_and_url_fields_in_prose():
         "GET 'https://REDACTED@h/x.h5?REDACTED' failed; "
         "HTTPConnectionPool(host='h', port=80): Max retries exceeded with url: /x.h5?REDACTED (...)"
     )
+
+
+def test_standard_library_log_records_are_redacted():
+    # urllib3 logs each request line at DEBUG, with the path's query string.
+    record = logging.LogRecord(
+        "urllib3.connectionpool", logging.DEBUG, __file__, 1, '%s://%s:%s "%s %s %s" %s %s',
+        ("https", "h", 443, "GET", "/w.h5?X-Goog-Signature=sig-abc123", "HTTP/1.1", 200, 5),
+        None,
+    )  # fmt: skip
+    assert RedactFilter().filter(record)
+    assert record.getMessage() == 'https://h:443 "GET /w.h5?REDACTED HTTP/1.1" 200 5'
 
 
 def test_archive_and_file_names_come_from_the_url_path():

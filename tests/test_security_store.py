@@ -201,5 +201,7 @@ def test_summary_escapes_names_and_champion_fields(tmp_path):
     assert "&lt;script&gt;" in summary  # the champion's name, quoted in the gate's reason
     assert "\\`code\\`" in summary and "\\*bold\\*" in summary and "\\[link\\]" in summary
     assert not re.search(r"^#+ heading", summary, re.MULTILINE)
+    report = Path(result.report_html).read_text()  # the HTML report escapes every string too
+    assert "<img src=x" not in report and "<script>alert" not in report
     table = [line for line in summary.splitlines() if line.startswith("|")]
     assert table and all(len(re.findall(r"(?<!\\)\|", line)) == 4 for line in table)

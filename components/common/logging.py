@@ -14,12 +14,21 @@ from typing import Any
 
 import structlog
 
-from components.common.redact import redact_value
+from components.common.redact import redact_text, redact_value
 
 
 def redact_event(logger: Any, method: str, event_dict: dict) -> dict:
     """Structlog processor: URLs in every logged value lose userinfo and query (`redact_value`)."""
     return redact_value(event_dict)
+
+
+class RedactFilter(logging.Filter):
+    """Standard-library records (urllib3's request lines at DEBUG, ...) with URLs redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the message by its redacted text; keep every record."""
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
 
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -29,6 +38,9 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     numeric_level = logging.getLevelName(level.upper())
     logging.basicConfig(level=numeric_level, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

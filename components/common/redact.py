@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 # urllib3 and requests name the request as "url: /path?query" in their error messages.
 _URL_FIELD = re.compile(r"(url: [^\s?'\"]*)\?[^\s'\")]*")
+# urllib3's debug log names the request line: "GET /path?query HTTP/1.1".
+_REQUEST_LINE = re.compile(r"(\"[A-Z]+ [^\s?\"]*)\?[^\s\"]*")
 REDACTED = "REDACTED"
 
 
@@ -45,10 +47,11 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """Free text with every URL in it redacted (error messages, log fields)."""
-    if "://" not in text and "url: " not in text:
+    if "://" not in text and "url: " not in text and "?" not in text:
         return text
     text = _URL.sub(lambda match: redact_url(match.group(0)), text)
-    return _URL_FIELD.sub(lambda match: f"{match.group(1)}?{REDACTED}", text)
+    text = _URL_FIELD.sub(lambda match: f"{match.group(1)}?{REDACTED}", text)
+    return _REQUEST_LINE.sub(lambda match: f"{match.group(1)}?{REDACTED}", text)
 
 
 def redact_value(value: Any) -> Any:
