@@ -170,10 +170,14 @@ def _attempt(
     timeout = (min(policy.connect_timeout_s, left), min(policy.read_timeout_s, left))
     try:
         response = _get(url, session, headers, policy, timeout)
+    # `from None`: the library's own message names the URL's query; a printed traceback (a KFP
+    # task's log) must show only the redacted one.
     except (requests.ConnectionError, requests.Timeout) as error:
         raise TransientDownloadError(
             f"{shown}: {type(error).__name__}: {redact_text(str(error))}"
-        ) from error
+        ) from None
+    except requests.RequestException as error:  # an invalid URL, too many redirects, ...
+        raise DownloadError(f"{shown}: {type(error).__name__}: {redact_text(str(error))}") from None
     with response:
         if response.status_code == 416 and have:
             # Our partial file is no prefix of the current object: start again.

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.common.redact import redact_url
+
 ENV_VAR = "TL_LOCAL_SOURCE_ROOTS"
 DEBIAN_DATASETS_DIR = "/usr/share/datasets"
 
@@ -41,6 +43,11 @@ def configured_roots(roots: Sequence[str] | None = None) -> list[Path]:
 
 def check_local(path: str | Path, what: str, roots: Sequence[str] | None = None) -> Path:
     """Return `path` if it resolves below one of the roots, else raise ValueError naming it."""
+    if "://" in str(path):  # a URL of a scheme no step reads (ftp://, s3://, ...)
+        raise ValueError(
+            f"{what} {redact_url(str(path))}: unsupported scheme; use http(s)://, gs:// or a "
+            "local path"
+        )
     resolved = Path(path).expanduser().resolve()
     allowed = configured_roots(roots)
     if any(resolved == root or resolved.is_relative_to(root) for root in allowed):
