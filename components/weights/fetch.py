@@ -150,12 +150,12 @@ def _valid_record(record: object, algorithm: str, digest: str) -> bool:
     )
 
 
-def _verified_copy(store: str, record: dict, target: _Target, work: Path) -> bool:
+def _verified_copy(store: str, record: dict, target: _Target, work: Path) -> Digests | None:
     """Hash the copy a record points at again; a planted or damaged copy is not served."""
     uri = weights_uri(store, record["sha256"], record["filename"])
     if not storage.exists(uri):
         log.warning("store_record_without_file", sha256=record["sha256"])
-        return False
+        return None
     local = Path(uri) if not storage.is_gcs(uri) else work / "store-copy" / record["filename"]
     try:
         if storage.is_gcs(uri):
@@ -164,15 +164,15 @@ def _verified_copy(store: str, record: dict, target: _Target, work: Path) -> boo
         check_hashes(actual, target.sha256, target.md5, f"store copy {uri}")
     except ValueError as error:  # DataError and ChecksumMismatchError are ValueErrors
         log.warning("store_copy_rejected", uri=uri, error=str(error))
-        return False
+        return None
     finally:
         if storage.is_gcs(uri):
             local.unlink(missing_ok=True)
-    return True
+    return actual
 
 
-def _lookup(store: str, target: _Target, work: Path) -> dict | None:
-    """The record of a copy in the store that is re-verified now, if there is one."""
+def _lookup(store: str, target: _Target, work: Path) -> tuple[dict, Digests] | None:
+    """The record of a copy in the store and its digests, hashed again now; None: no such copy."""
     for algorithm in ("sha256", "md5"):
         digest = getattr(target, algorithm)
         if digest is None:
@@ -187,8 +187,9 @@ def _lookup(store: str, target: _Target, work: Path) -> dict | None:
         if not _valid_record(record, algorithm, digest):
             log.warning("store_record_rejected", uri=record_uri)
             continue
-        if _verified_copy(store, record, target, work):
-            return record
+        digests = _verified_copy(store, record, target, work)
+        if digests is not None:
+            return record, digests
     return None
 
 
@@ -267,17 +268,18 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
         target = _target(config)
         result = dict(source=redact_url(target.source), backbone=config.backbone, pretrained=True)
         with tempfile.TemporaryDirectory(prefix="weights-", dir=config.work_dir) as tmp:
-            record = _lookup(config.store, target, Path(tmp))
-            if record is not None:
-                uri = weights_uri(config.store, record["sha256"], record["filename"])
-                log.info("weights_cache_hit", uri=uri, sha256=record["sha256"])
-                figures.update(cache_hit=True, uri=uri, size=record["size"])
+            found = _lookup(config.store, target, Path(tmp))
+            if found is not None:
+                record, digests = found
+                uri = weights_uri(config.store, digests.sha256, record["filename"])
+                log.info("weights_cache_hit", uri=uri, sha256=digests.sha256)
+                figures.update(cache_hit=True, uri=uri, size=digests.size)
                 return WeightsResult(
                     uri=uri,
-                    sha256=record["sha256"],
-                    size=record["size"],
+                    sha256=digests.sha256,
+                    size=digests.size,
                     cache_hit=True,
-                    md5=record["md5"],
+                    md5=digests.md5,
                     filename=record["filename"],
                     fetched_from="store",
                     **result,
