@@ -229,6 +229,15 @@ def test_cross_host_redirect_is_refused(http_server, tmp_path):
     assert http_server.count("/w.h5") == 0
 
 
+def test_data_prep_refuses_a_cross_host_redirect(http_server, tmp_path):
+    port = http_server.base_url.rsplit(":", 1)[1]
+    url = http_server.add("/d.zip", b"", script=[Redirect(f"http://localhost:{port}/d.zip")])
+    config = PrepConfig(store=str(tmp_path / "store"), source=url, redirect_hosts=("localhost",))
+    with pytest.raises(DownloadError, match="refused a redirect"):  # allowed hosts: https only
+        prep_run(config)
+    assert http_server.count("/d.zip") == 1
+
+
 def test_same_origin_redirect_is_followed(http_server, tmp_path):
     http_server.add("/w.h5", b"body")
     url = http_server.add("/old", b"", script=[Redirect("/w.h5")])

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="largest file accepted from a URL",
     )
     parser.add_argument(
+        "--redirect-host",
+        action="append",
+        default=[],
+        help="host an https redirect may lead to besides the URL's own (repeatable)",
+    )
+    parser.add_argument(
         "--local-root",
         action="append",
         default=None,
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size,
             max_image_pixels=args.max_image_pixels,
             max_download_bytes=args.max_download_bytes,
+            redirect_hosts=tuple(args.redirect_host),
             local_roots=tuple(args.local_root) if args.local_root else None,
             work_dir=args.work_dir,
         )

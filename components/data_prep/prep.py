@@ -54,6 +54,7 @@ class PrepConfig:
     download_initial_wait_s: float = 1.0  # first retry backoff; doubles per retry, with jitter
     max_download_bytes: int = DEFAULT_MAX_BYTES  # largest file accepted from a URL
     download_deadline_s: float = 3600.0  # longest time one remote file may take, retries included
+    redirect_hosts: tuple[str, ...] = ()  # hosts an https redirect may lead to besides the URL's
     # folders a local source may lie in; None: $TL_LOCAL_SOURCE_ROOTS, else the working folder,
     # /usr/share/datasets, Keras' cache and the temporary folder (components.common.local_roots)
     local_roots: tuple[str, ...] | None = None
@@ -248,6 +249,7 @@ def run(config: PrepConfig) -> PrepResult:
                 initial_wait_s=config.download_initial_wait_s,
                 max_bytes=config.max_download_bytes,
                 deadline_s=config.download_deadline_s,
+                redirect_hosts=tuple(config.redirect_hosts),
             )
             source = resolve(config.source, work, policy, config.local_roots)
             version = dataset_version(source.sha256, config)
