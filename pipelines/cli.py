@@ -48,9 +48,13 @@ def _add_parameters(parser: argparse.ArgumentParser, profile: str, store: str | 
         "--profile", choices=sorted(profiles.PROFILES), default=profile, help="parameter defaults"
     )
     parser.add_argument("--store", default=store, help="gs://bucket/prefix or a local folder")
-    parser.add_argument("--source", default=None, help="data source (see data prep); auto")
     parser.add_argument(
-        "--weights", default=None, help="weights URL, gs:// URI or path; default; none"
+        "--source", default=None, help="data source (see data prep); auto; never credentials"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights URL, gs:// URI or path; default; none; never credentials in it",
     )
     parser.add_argument("--epochs", type=int, default=None, help="epochs of both trainings")
     parser.add_argument(

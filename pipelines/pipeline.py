@@ -217,6 +217,8 @@ def build_pipeline(
             checkpoints and the champion file. limit: images per source split, 0 = all.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
+        source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
+            credentials in them (user:password@, signed query strings); see docs/SECURITY.md.
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator); its node must be
             at least as large as the one the pipeline was compiled for (compile --gpu-type).
             gpu_count: GPUs of train_transfer, a string ("1"): KFP 2.17 resolves only string

@@ -7,7 +7,8 @@
 
 Each request to a path takes the next action of its script; once the script is used up, the
 path serves its body. Actions: an int status (answered with a small HTML error page), `Drop`
-(send the headers of a full answer, then close after N body bytes), `Stall` (wait, then serve).
+(send the headers of a full answer, then close after N body bytes), `Stall` (wait, then serve),
+`Redirect` (answer 302 with a Location header).
 Range requests (`bytes=N-`) get 206 unless the path was added with `ranges=False`. Every
 request is recorded (method, path, headers, status sent).
 """
@@ -36,6 +37,13 @@ class Stall:
     """Wait `seconds` after the headers before sending the body."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Answer 302 pointing at `location`."""
+
+    location: str
 
 
 @dataclass
@@ -74,6 +82,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             action = route.script.pop(0) if route and route.script else None
         if route is None:
             action = 404
+        if isinstance(action, Redirect):
+            self._record(path, 302)
+            self.send_response(302)
+            self.send_header("Location", action.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if isinstance(action, int):
             self._record(path, action)
             page = f"<!DOCTYPE html><html><body>HTTP {action}</body></html>".encode()

@@ -16,6 +16,7 @@ from components.common.config import ConfigError, add_arguments
 from components.common.dataset import DataError
 from components.common.http import DownloadError
 from components.common.logging import configure, get_logger
+from components.common.redact import redact_text, redact_value
 from components.common.storage import StorageError
 
 # Failures whose message is the whole story: no traceback, exit status 1.
@@ -65,13 +66,18 @@ def run_main(name: str, args: argparse.Namespace, body: Callable[[], object]) ->
     try:
         body()
     except EXPECTED_ERRORS as error:
-        get_logger(name).error("failed", error=str(error), error_type=type(error).__name__)
-        print(f"error: {error}", file=sys.stderr)
+        message = redact_text(str(error))
+        get_logger(name).error("failed", error=message, error_type=type(error).__name__)
+        print(f"error: {message}", file=sys.stderr)
         return 1
     return 0
 
 
 def write_summary(path: str, summary: dict) -> None:
-    """Write a step's result summary as JSON (atomically) when --output-json names a file."""
+    """Write a step's result summary as JSON (atomically) when --output-json names a file.
+
+    URLs in it lose userinfo and query strings (`redact_value`).
+    """
     if path:
-        storage.write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
+        text = json.dumps(redact_value(summary), indent=2, default=str)
+        storage.write_text(path, text + "\n")

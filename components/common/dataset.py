@@ -11,13 +11,17 @@ at the dataset's native size) and `label` (int64 index into `class_names`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.common import storage
 from components.common.digest import file_digest
+from components.common.names import SHA256_PATTERN, child_path, is_file_name, is_name
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -119,7 +123,21 @@ class Manifest:
             raise DataError(f"{origin}: manifest lacks splits {missing}")
         if len(manifest.image_shape) != 3 or manifest.channels not in (1, 3):
             raise DataError(f"{origin}: bad image_shape {manifest.image_shape}")
+        _check_names(manifest, origin)
         return manifest
+
+
+def _check_names(manifest: Manifest, origin: str) -> None:
+    """Names from the store become local paths: each must match its strict pattern."""
+    for what, value in (("name", manifest.name), ("version", manifest.version)):
+        if not is_name(value):
+            raise DataError(f"{origin}: manifest {what} {value!r} is not a valid name")
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            if not is_file_name(shard.file):
+                raise DataError(f"{origin}: shard file name {shard.file!r} is not a plain name")
+            if not (isinstance(shard.sha256, str) and SHA256_PATTERN.fullmatch(shard.sha256)):
+                raise DataError(f"{origin}: shard {shard.file} has no valid sha256")
 
 
 def dataset_uri(store: str, name: str, version: str) -> str:
@@ -154,9 +172,9 @@ def fetch_split(uri: str, manifest: Manifest, split: str, cache_dir: str | Path)
     for shard in manifest.splits[split].shards:
         source = storage.join(uri, shard.file)
         if storage.is_gcs(uri):
-            local = cache / shard.file
+            local = child_path(cache, shard.file, "shard file name")
             if not (local.exists() and file_digest(local) == shard.sha256):
-                storage.download_file(source, local)
+                _download_verified(source, local, shard.sha256)
         else:
             local = Path(source)
             if not local.exists():
@@ -168,3 +186,18 @@ def fetch_split(uri: str, manifest: Manifest, split: str, cache_dir: str | Path)
             )
         paths.append(local)
     return paths
+
+
+def _download_verified(source: str, local: Path, sha256: str) -> None:
+    """Download to a temporary file beside `local`; move it into place only if its hash fits."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
+    os.close(fd)
+    try:
+        storage.download_file(source, tmp)
+        actual = file_digest(tmp)
+        if actual != sha256:
+            raise DataError(f"{source}: shard sha256 {actual} differs from the manifest's {sha256}")
+        os.replace(tmp, local)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from components.common.redact import redact_text, redact_value
+
 # TensorFlow's C++ start-up lines (oneDNN, cpu_feature_guard, absl): read once, when TensorFlow
 # is first imported, so they are set before any step imports it.
 NATIVE_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR"}
@@ -27,6 +29,20 @@ def quiet_native_logs(level: str = "INFO") -> None:
         os.environ.setdefault(name, value)
 
 
+def redact_event(logger: Any, method: str, event_dict: dict) -> dict:
+    """Structlog processor: URLs in every logged value lose userinfo and query (`redact_value`)."""
+    return redact_value(event_dict)
+
+
+class RedactFilter(logging.Filter):
+    """Standard-library records (urllib3's request lines at DEBUG, ...) with URLs redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the message by its redacted text; keep every record."""
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
+
+
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog (and the standard library root logger) once per process."""
     quiet_native_logs(level)
@@ -35,6 +51,9 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     numeric_level = logging.getLevelName(level.upper())
     logging.basicConfig(level=numeric_level, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -42,6 +61,7 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.common.config import ConfigError, option
+from components.common.names import check_name
 from components.common.result import Role
 
 
@@ -38,9 +39,7 @@ class CompareConfig:
             raise ConfigError("cnn_dir and transfer_dir are required")
         if not 0.0 <= self.margin < 1.0:
             raise ConfigError(f"margin must be in [0, 1), got {self.margin}")
-        name = self.dataset_name
-        if not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"dataset_name must be a plain name, got {name!r}")
+        check_name(self.dataset_name, "dataset_name")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,22 @@ ROWS = (
         lambda r: (r.metrics.weights_sha256 or "-")[:12],
     ),
 )
+
+
+# Characters that Markdown (CommonMark + GFM tables, strikethrough) reads as syntax; `_` only
+# where it can open or close emphasis (not between letters or digits, as in fashion_mnist).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*\[\]#!|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def markdown_text(value: object) -> str:
+    """Text shown literally in Markdown: one line, HTML escaped, Markdown syntax backslashed.
+
+    Display names, class names and champion-file fields come from files a user or another run
+    wrote; KFP's Markdown viewer renders inline HTML, so `<img ...>` must not pass, and `|` must
+    not open a table cell.
+    """
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def describe(run: RunOutputs) -> str:
@@ -189,21 +206,25 @@ def render_html(
 
 
 def render_markdown(cnn: RunOutputs, transfer: RunOutputs, comparison: dict[str, Any]) -> str:
-    """The Markdown summary (KFP Markdown artifact): headline, key figures, gate, notes."""
+    """The Markdown summary (KFP Markdown artifact): headline, key figures, gate, notes.
+
+    Every piece of text goes through `markdown_text`.
+    """
+    md = markdown_text
     lines = [
-        f"# CNN from scratch vs transfer learning on {comparison['dataset']['name']}",
+        f"# CNN from scratch vs transfer learning on {md(comparison['dataset']['name'])}",
         "",
-        f"**{comparison['headline']}**",
+        f"**{md(comparison['headline'])}**",
         "",
-        f"| | {cnn.display_name} | {transfer.display_name} |",
+        f"| | {md(cnn.display_name)} | {md(transfer.display_name)} |",
         "|---|---:|---:|",
     ]
     for label, cells in table_rows(cnn, transfer):
-        values = [f"**{text}**" if css == "best" else text for css, text in cells]
-        lines.append(f"| {label} | {values[0]} | {values[1]} |")
+        values = [f"**{md(text)}**" if css == "best" else md(text) for css, text in cells]
+        lines.append(f"| {md(label)} | {values[0]} | {values[1]} |")
     champion = comparison["champion"]
-    lines += ["", f"**Champion gate: {champion['decision']}.** {champion['reason']}", ""]
+    lines += ["", f"**Champion gate: {md(champion['decision'])}.** {md(champion['reason'])}", ""]
     if comparison["notes"]:
-        lines += ["Notes:", "", *[f"- {note}" for note in comparison["notes"]], ""]
-    lines.append(f"Figures: {', '.join(comparison['figures'])}")
+        lines += ["Notes:", "", *[f"- {md(note)}" for note in comparison["notes"]], ""]
+    lines.append(f"Figures: {', '.join(md(name) for name in comparison['figures'])}")
     return "\n".join(lines) + "\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.common.config import ConfigError, names, option, size_pair
+from components.common.http import DEFAULT_MAX_BYTES
+from components.common.names import check_name
 
 
 @dataclass(frozen=True)
@@ -15,10 +17,13 @@ class PrepConfig:
     source: str = option(
         "auto",
         "IDX folder, base URL or gs:// prefix; image-folder tree; .tar.gz/.zip archive; "
-        "auto: the Debian Fashion-MNIST files if installed, else the official URL",
+        "auto: the Debian Fashion-MNIST files if installed, else the official URL. Never put "
+        "credentials in it (user:password@, signed query strings): see docs/SECURITY.md",
     )
     dataset_name: str = option(
-        "fashion_mnist", "dataset name: <store>/datasets/<name>/<version>/", aliases=("--name",)
+        "fashion_mnist",
+        "dataset name, [a-z0-9][a-z0-9_.-]{0,62} without '..': <store>/datasets/<name>/<version>/",
+        aliases=("--name",),
     )
     val_fraction: float = option(
         0.1, "(versioned) share of each train class held out for validation"
@@ -38,6 +43,23 @@ class PrepConfig:
     download_initial_wait_s: float = option(
         1.0, "first retry backoff in seconds; doubles per retry, with jitter"
     )
+    max_download_bytes: int = option(DEFAULT_MAX_BYTES, "largest file accepted from a URL (bytes)")
+    download_deadline_s: float = option(
+        3600.0, "longest time one remote file may take, retries included (seconds)"
+    )
+    redirect_hosts: tuple[str, ...] = option(
+        (),
+        "comma-separated hosts an https redirect may lead to besides the URL's own",
+        parse=names,
+        aliases=("--redirect-host",),
+    )
+    local_roots: tuple[str, ...] = option(
+        (),
+        "comma-separated folders a local source may lie in; empty: $TL_LOCAL_SOURCE_ROOTS, else "
+        "the working folder, /usr/share/datasets, Keras' cache and the temp folder",
+        parse=names,
+        aliases=("--local-root",),
+    )
 
     def __post_init__(self) -> None:
         """Validate at start-up."""
@@ -47,10 +69,9 @@ class PrepConfig:
             raise ConfigError(f"limit must be positive (0: all), got {self.limit}")
         if self.records_per_shard < 1:
             raise ConfigError(f"records_per_shard must be positive, got {self.records_per_shard}")
-        if not self.dataset_name or "/" in self.dataset_name:
-            raise ConfigError(
-                f"dataset_name must be a non-empty path segment, got {self.dataset_name!r}"
-            )
+        check_name(self.dataset_name, "dataset_name")
+        if self.max_download_bytes < 1 or self.download_deadline_s <= 0:
+            raise ConfigError("max_download_bytes and download_deadline_s must be positive")
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise ConfigError(f"image_size must be two positive sizes, got {self.image_size}")
 

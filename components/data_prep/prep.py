@@ -196,8 +196,11 @@ def run(config: PrepConfig) -> PrepResult:
             policy = RetryPolicy(
                 attempts=config.download_attempts,
                 initial_wait_s=config.download_initial_wait_s,
+                max_bytes=config.max_download_bytes,
+                deadline_s=config.download_deadline_s,
+                redirect_hosts=tuple(config.redirect_hosts),
             )
-            source = resolve(config.source, work, policy)
+            source = resolve(config.source, work, policy, config.local_roots)
             version = dataset_version(source.sha256, config)
             uri = dataset_uri(config.store, config.dataset_name, version)
             figures.update(version=version, uri=uri, source_kind=source.kind)

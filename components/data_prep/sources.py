@@ -19,10 +19,12 @@ from components.common import storage
 from components.common.dataset import DataError
 from components.common.digest import file_digest, json_digest
 from components.common.http import RetryPolicy, download
+from components.common.local_roots import DEBIAN_DATASETS_DIR, check_local
+from components.common.redact import redact_url, url_path_name
 from components.data_prep.idx import FASHION_MNIST_FILES
 
 OFFICIAL_FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
-DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEBIAN_FASHION_MNIST_DIR = f"{DEBIAN_DATASETS_DIR}/fashion-mnist"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 MAX_ARCHIVE_BYTES = 64 << 30  # largest total size an archive may unpack to (bomb guard)
 MAX_ARCHIVE_ENTRIES = 10_000_000
@@ -33,7 +35,7 @@ class ResolvedSource:
     """A source made local: what kind it is, where its files are, and its content hash."""
 
     kind: str  # "idx" or "folder"
-    description: str  # the source as the user gave it (resolved from "auto")
+    description: str  # the source as the user gave it (resolved from "auto"; URL redacted)
     local_dir: Path  # folder holding the IDX files or the image-folder tree
     sha256: str  # hash of the source content
 
@@ -49,7 +51,8 @@ def resolve_auto(source: str) -> str:
 
 
 def _is_archive(source: str) -> bool:
-    return source.lower().endswith(ARCHIVE_SUFFIXES)
+    # From the URL's path: a signed ".../data.zip?X-Goog-Signature=..." is an archive.
+    return url_path_name(source).lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def _is_url(source: str) -> bool:
@@ -63,7 +66,7 @@ def _fetch(uri: str, dest: Path, policy: RetryPolicy) -> Path:
     try:
         return storage.download_file(uri, dest)
     except storage.NotFoundError:
-        raise DataError(f"{uri}: not found") from None
+        raise DataError(f"{redact_url(uri)}: not found") from None
 
 
 def _hash_tree(root: Path) -> str:
@@ -85,10 +88,43 @@ def _idx_source(base: str, work: Path, description: str, policy: RetryPolicy) ->
     return ResolvedSource("idx", description, local, json_digest(hashes))
 
 
-def _resolve_archive(description: str, work: Path, policy: RetryPolicy) -> ResolvedSource:
-    archive = Path(description)
-    if _is_url(description) or storage.is_gcs(description):
-        archive = _fetch(description, work / "download" / PurePosixPath(description).name, policy)
+def resolve(
+    source: str,
+    work: Path,
+    policy: RetryPolicy = RetryPolicy(),  # noqa: B008
+    local_roots: tuple[str, ...] | None = None,
+) -> ResolvedSource:
+    """Make `source` local under `work` and identify its kind; downloads follow `policy`.
+
+    A local source must lie below one of `local_roots` (None: `local_roots.configured_roots`).
+    """
+    location = resolve_auto(source)
+    description = redact_url(location)
+    if not (_is_url(location) or storage.is_gcs(location)):
+        check_local(location, "source", local_roots)
+    if _is_archive(location):
+        return _resolve_archive(location, description, work, policy)
+    if _is_url(location):
+        return _idx_source(location, work, description, policy)
+    if storage.is_gcs(location):
+        return _resolve_gcs(location, description, work, policy)
+    folder = Path(location)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: source not found (not a folder, archive, URL or gs:// path)")
+    if any(folder.glob("*-idx[13]-ubyte.gz")):
+        return _idx_source(location, work, description, policy)
+    return ResolvedSource("folder", description, folder, _hash_tree(folder))
+
+
+def _resolve_archive(
+    location: str, description: str, work: Path, policy: RetryPolicy
+) -> ResolvedSource:
+    archive = Path(location)
+    if _is_url(location) or storage.is_gcs(location):
+        name = url_path_name(location)
+        if not _is_plain_name(name):
+            raise DataError(f"{description}: archive name {name!r} is not a plain file name")
+        archive = _fetch(location, work / "download" / name, policy)
     elif not archive.is_file():
         raise DataError(f"{archive}: archive not found")
     tree = work / "tree"
@@ -96,12 +132,14 @@ def _resolve_archive(description: str, work: Path, policy: RetryPolicy) -> Resol
     return ResolvedSource("folder", description, tree, file_digest(archive))
 
 
-def _resolve_gcs(description: str, work: Path, policy: RetryPolicy) -> ResolvedSource:
-    objects = storage.list_uris(description)
-    prefix = description.rstrip("/") + "/"
+def _resolve_gcs(
+    location: str, description: str, work: Path, policy: RetryPolicy
+) -> ResolvedSource:
+    objects = storage.list_uris(location)
+    prefix = location.rstrip("/") + "/"
     names = {uri[len(prefix) :] for uri in objects}
     if set(FASHION_MNIST_FILES.values()) <= names:
-        return _idx_source(description, work, description, policy)
+        return _idx_source(location, work, description, policy)
     if not any(name.startswith("train/") for name in names):
         raise DataError(
             f"{description}: neither IDX files ({', '.join(FASHION_MNIST_FILES.values())}) "
@@ -117,21 +155,8 @@ def _resolve_gcs(description: str, work: Path, policy: RetryPolicy) -> ResolvedS
     return ResolvedSource("folder", description, tree, _hash_tree(tree))
 
 
-def resolve(source: str, work: Path, policy: RetryPolicy = RetryPolicy()) -> ResolvedSource:  # noqa: B008
-    """Make `source` local under `work` and identify its kind; downloads follow `policy`."""
-    description = resolve_auto(source)
-    if _is_archive(description):
-        return _resolve_archive(description, work, policy)
-    if _is_url(description):
-        return _idx_source(description, work, description, policy)
-    if storage.is_gcs(description):
-        return _resolve_gcs(description, work, policy)
-    folder = Path(description)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: source not found (not a folder, archive, URL or gs:// path)")
-    if any(folder.glob("*-idx[13]-ubyte.gz")):
-        return _idx_source(description, work, description, policy)
-    return ResolvedSource("folder", description, folder, _hash_tree(folder))
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
 def _check_member(name: str, archive: Path) -> None:

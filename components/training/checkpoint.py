@@ -23,6 +23,7 @@ import keras
 
 from components.common import storage
 from components.common.logging import get_logger
+from components.common.names import check_file_name, child_path
 from components.common.result import HISTORY_FILE
 
 log = get_logger("training")
@@ -65,6 +66,7 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
         pointer = self.latest()
         if pointer is None:
             return None
+        files = _checked_files(pointer, storage.join(self.store_dir, LATEST))
         for key, value in self.extra.items():
             if pointer.get("extra", {}).get(key) != value:
                 raise ValueError(
@@ -72,9 +74,9 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
                     f"{pointer.get('extra', {}).get(key)!r}, this run has {value!r}; "
                     "use a fresh checkpoint_dir"
                 )
-        for name in pointer["files"]:
+        for name in files:
             source = storage.join(self.store_dir, pointer["folder"], name)
-            storage.download_file(source, self.local_dir / name)
+            storage.download_file(source, child_path(self.local_dir, name, "checkpoint file"))
         saved = json.loads((self.local_dir / HISTORY_FILE).read_text())
         for key in self.history:
             self.history[key][:] = saved.get(key, [])
@@ -127,6 +129,17 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
         # Final weights (after early stopping restored the best ones) mark the phase done.
         super()._save_model()
         self.push(done=True)
+
+
+def _checked_files(pointer: object, origin: str) -> list[str]:
+    """The file names of a LATEST pointer read from the store, each a plain name (else an error)."""
+    try:
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("files"), list):
+            raise ValueError("no list of files")
+        check_file_name(pointer.get("folder"), "checkpoint folder")
+        return [check_file_name(name, "checkpoint file") for name in pointer["files"]]
+    except ValueError as error:
+        raise ValueError(f"{origin}: refusing the checkpoint pointer: {error}") from None
 
 
 class Preemption:

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 
 from components.common.backbones import BACKBONES, DEFAULT_BACKBONE
-from components.common.config import ConfigError, option
+from components.common.config import ConfigError, names, option
 from components.common.http import RetryPolicy
+from components.common.names import is_file_name
 
 NONE = "none"  # weights_url value: no pretrained weights, the backbone trains from scratch
 DEFAULT = "default"  # weights_url value: the backbone's published file
@@ -22,7 +23,8 @@ class WeightsConfig:
     weights_url: str = option(
         DEFAULT,
         "http(s):// URL, gs:// URI or local path of the weights; 'default': the backbone's "
-        "published file; 'none': no pretrained weights (train from scratch)",
+        "published file; 'none': no pretrained weights (train from scratch). Never put "
+        "credentials in it (user:password@, signed query strings): see docs/SECURITY.md",
         aliases=("--url",),
     )
     sha256: str = option("", "pinned sha256 of the file; with no hash given, the published one")
@@ -35,7 +37,16 @@ class WeightsConfig:
     )
     work_dir: str = option("", "scratch folder; empty: a temporary one")
     retry: RetryPolicy = option(
-        help="attempts, backoff and timeouts of http(s) downloads", factory=RetryPolicy, cli=False
+        help="attempts, backoff, timeouts, size cap, deadline and redirect hosts of downloads",
+        factory=RetryPolicy,
+        cli=False,
+    )
+    local_roots: tuple[str, ...] = option(
+        (),
+        "comma-separated folders a local weights_url may lie in; empty: $TL_LOCAL_SOURCE_ROOTS, "
+        "else the working folder, /usr/share/datasets, Keras' cache and the temp folder",
+        parse=names,
+        aliases=("--local-root",),
     )
 
     def __post_init__(self) -> None:
@@ -50,9 +61,8 @@ class WeightsConfig:
             value = getattr(self, algorithm)
             if value and not _HEX[algorithm].fullmatch(value):
                 raise ConfigError(f"{algorithm} must be a hex digest, got {value!r}")
-        name = self.filename
-        if name and ("/" in name or name.startswith(".")):
-            raise ConfigError(f"filename must be a plain file name, got {name!r}")
+        if self.filename and not is_file_name(self.filename):
+            raise ConfigError(f"filename must be a plain file name, got {self.filename!r}")
 
     @property
     def pretrained(self) -> bool:

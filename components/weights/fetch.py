@@ -1,8 +1,10 @@
 """The weights step: fetch pretrained backbone weights, verify them, publish them by content.
 
 Published files live at `<store>/weights/<sha256>/<filename>`. A record per hash,
-`<store>/weights/index/{sha256,md5}-<hash>.json`, is written after the file and marks it as
-verified; it lets a run that knows only the publisher's md5 find the copy without a download.
+`<store>/weights/index/{sha256,md5}-<hash>.json`, is written after the file; it lets a run that
+knows only the publisher's md5 find the copy without a download. Records are store contents, so
+they are not trusted: their fields must match strict patterns, and the copy they point at is
+hashed again (HDF5 signature, sha256, md5) before it is served.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from components.common.backbones import BACKBONES
 from components.common.config import ConfigError
 from components.common.http import DownloadError
 from components.common.logging import get_logger, step
+from components.common.names import MD5_PATTERN, SHA256_PATTERN, is_file_name
+from components.common.redact import redact_url
 from components.weights.config import DEFAULT, NONE, WeightsConfig
 from components.weights.sources import copy_local, fetch, is_url, keras_cache_dirs, source_filename
 from components.weights.verify import Digests, check_hashes, verify
@@ -61,15 +65,17 @@ def _target(config: WeightsConfig) -> _Target:
     url = config.weights_url
     source = published.weights_url if url.lower() == DEFAULT else url
     filename = config.filename or source_filename(source)
-    if not filename:
-        raise ConfigError(f"{source}: cannot tell a file name; pass filename")
+    if not is_file_name(filename):
+        raise ConfigError(
+            f"{redact_url(source)}: cannot tell a plain file name (got {filename!r}); pass filename"
+        )
     sha256, md5 = config.sha256 or None, config.md5 or None
     if sha256 is None and md5 is None:
         # A mirror of the published file (same name) is checked against the published hash.
         if source != published.weights_url and filename != published.weights_filename:
             raise ConfigError(
-                f"{source}: no pinned checksum; pass sha256 or md5 for weights other than "
-                f"{config.backbone}'s published {published.weights_filename}"
+                f"{redact_url(source)}: no pinned checksum; pass sha256 or md5 for weights "
+                f"other than {config.backbone}'s published {published.weights_filename}"
             )
         sha256, md5 = published.weights_sha256 or None, published.weights_md5 or None
     return _Target(source, filename, sha256 and sha256.lower(), md5 and md5.lower())
@@ -84,21 +90,60 @@ def _record_uri(store: str, algorithm: str, digest: str) -> str:
     return storage.join(store, "weights", "index", f"{algorithm}-{digest}.json")
 
 
-def _lookup(store: str, target: _Target) -> dict | None:
-    """The record of a verified copy in the store, if there is one whose file still exists."""
+def _valid_record(record: object, algorithm: str, digest: str) -> bool:
+    """Whether an index record read from the store has the fields and forms we write."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("sha256"), str)
+        and bool(SHA256_PATTERN.fullmatch(record["sha256"]))
+        and isinstance(record.get("md5"), str)
+        and bool(MD5_PATTERN.fullmatch(record["md5"]))
+        and is_file_name(record.get("filename"))
+        and isinstance(record.get("size"), int)
+        and record[algorithm] == digest
+    )
+
+
+def _verified_copy(store: str, record: dict, target: _Target, work: Path) -> Digests | None:
+    """Hash the copy a record points at again; a planted or damaged copy is not served."""
+    uri = weights_uri(store, record["sha256"], record["filename"])
+    if not storage.exists(uri):
+        log.warning("store_record_without_file", sha256=record["sha256"])
+        return None
+    local = Path(uri) if not storage.is_gcs(uri) else work / "store-copy" / record["filename"]
+    try:
+        if storage.is_gcs(uri):
+            storage.download_file(uri, local)
+        actual = verify(local, f"store copy {uri}", record["sha256"], record["md5"])
+        check_hashes(actual, target.sha256, target.md5, f"store copy {uri}")
+    except ValueError as error:  # DataError and ChecksumMismatchError are ValueErrors
+        log.warning("store_copy_rejected", uri=uri, error=str(error))
+        return None
+    finally:
+        if storage.is_gcs(uri):
+            local.unlink(missing_ok=True)
+    return actual
+
+
+def _lookup(store: str, target: _Target, work: Path) -> tuple[dict, Digests] | None:
+    """The record of a copy in the store and its digests, hashed again now; None: no such copy."""
     for algorithm in ("sha256", "md5"):
         digest = getattr(target, algorithm)
         if digest is None:
             continue
+        record_uri = _record_uri(store, algorithm, digest)
         try:
-            record = json.loads(storage.read_text(_record_uri(store, algorithm, digest)))
+            record = json.loads(storage.read_text(record_uri))
         except storage.NotFoundError:
             continue
-        actual = Digests(size=record["size"], sha256=record["sha256"], md5=record["md5"])
-        check_hashes(actual, target.sha256, target.md5, f"store copy of {target.source}")
-        if storage.exists(weights_uri(store, record["sha256"], record["filename"])):
-            return record
-        log.warning("store_record_without_file", sha256=record["sha256"])
+        except ValueError:  # not JSON, not UTF-8
+            record = None
+        if not _valid_record(record, algorithm, digest):
+            log.warning("store_record_rejected", uri=record_uri)
+            continue
+        digests = _verified_copy(store, record, target, work)
+        if digests is not None:
+            return record, digests
     return None
 
 
@@ -141,7 +186,7 @@ def _publish(
         "md5": digests.md5,
         "size": digests.size,
         "filename": target.filename,
-        "source": target.source,
+        "source": redact_url(target.source),
         "backbone": config.backbone,
     }
     text = json.dumps(record, indent=2, sort_keys=True)
@@ -175,33 +220,40 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
             figures.update(pretrained=False)
             return _not_pretrained(config)
         target = _target(config)
-        result = dict(source=target.source, backbone=config.backbone, pretrained=True)
-        record = _lookup(config.store, target)
-        if record is not None:
-            uri = weights_uri(config.store, record["sha256"], record["filename"])
-            log.info("weights_cache_hit", uri=uri, sha256=record["sha256"])
-            figures.update(cache_hit=True, uri=uri, size=record["size"])
-            return WeightsResult(
-                uri=uri,
-                sha256=record["sha256"],
-                size=record["size"],
-                cache_hit=True,
-                md5=record["md5"],
-                filename=record["filename"],
-                fetched_from="store",
-                **result,
-            )
+        result = dict(source=redact_url(target.source), backbone=config.backbone, pretrained=True)
         with tempfile.TemporaryDirectory(prefix="weights-", dir=config.work_dir or None) as tmp:
+            found = _lookup(config.store, target, Path(tmp))
+            if found is not None:
+                record, digests = found
+                uri = weights_uri(config.store, digests.sha256, record["filename"])
+                log.info("weights_cache_hit", uri=uri, sha256=digests.sha256)
+                figures.update(cache_hit=True, uri=uri, size=digests.size)
+                return WeightsResult(
+                    uri=uri,
+                    sha256=digests.sha256,
+                    size=digests.size,
+                    cache_hit=True,
+                    md5=digests.md5,
+                    filename=record["filename"],
+                    fetched_from="store",
+                    **result,
+                )
             local = Path(tmp) / target.filename
             fetched_from = "keras_cache"
             if not (config.use_keras_cache and _from_keras_cache(config, target, local)):
                 fetched_from = "source"
                 try:
-                    fetch(target.source, local, policy=config.retry, session=session)
+                    fetch(
+                        target.source,
+                        local,
+                        policy=config.retry,
+                        session=session,
+                        local_roots=config.local_roots,
+                    )
                 except DownloadError as error:
                     hint = _offline_hint(config, target) if is_url(target.source) else ""
                     raise DownloadError(f"{error}{hint}") from error
-            digests = verify(local, target.source, target.sha256, target.md5)
+            digests = verify(local, redact_url(target.source), target.sha256, target.md5)
             uri = _publish(config.store, local, target, digests, config)
         log.info("weights_published", uri=uri, sha256=digests.sha256, size=digests.size)
         figures.update(cache_hit=False, uri=uri, size=digests.size, fetched_from=fetched_from)

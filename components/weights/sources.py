@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from collections.abc import Sequence
+from pathlib import Path
 
 import requests
 
 from components.common import storage
 from components.common.http import NO_SPACE_ERRNOS, DownloadError, RetryPolicy, download
+from components.common.local_roots import check_local
+from components.common.redact import url_path_name
 
 
 def is_url(source: str) -> bool:
@@ -19,9 +21,8 @@ def is_url(source: str) -> bool:
 
 
 def source_filename(source: str) -> str:
-    """The last path segment of a URL, gs:// URI or local path."""
-    path = unquote(urlsplit(source).path) if is_url(source) else source
-    return PurePosixPath(path.rstrip("/")).name
+    """The last path segment of a URL (from its path, not its query), gs:// URI or local path."""
+    return url_path_name(source)
 
 
 def keras_cache_dirs(configured: str | None) -> list[Path]:
@@ -58,9 +59,17 @@ def copy_local(source: Path, dest: Path) -> Path:
 
 
 def fetch(
-    source: str, dest: Path, *, policy: RetryPolicy, session: requests.Session | None = None
+    source: str,
+    dest: Path,
+    *,
+    policy: RetryPolicy,
+    session: requests.Session | None = None,
+    local_roots: Sequence[str] | None = None,
 ) -> Path:
-    """Copy the source to `dest`: a retried, resumable download, a GCS read or a local copy."""
+    """Copy the source to `dest`: a retried, resumable download, a GCS read or a local copy.
+
+    A local source must lie below one of `local_roots` (None: `local_roots.configured_roots`).
+    """
     if is_url(source):
         return download(source, dest, policy=policy, session=session)
     if storage.is_gcs(source):
@@ -72,4 +81,4 @@ def fetch(
             if error.errno in NO_SPACE_ERRNOS:
                 raise DownloadError(f"{source}: no space left while writing {dest}") from error
             raise DownloadError(f"{source}: cannot write {dest}: {error.strerror}") from error
-    return copy_local(Path(source), dest)
+    return copy_local(check_local(source, "weights source", local_roots), dest)

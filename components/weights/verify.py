@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common.dataset import DataError
+from components.common.filetype import describe_file
 
 # The HDF5 superblock signature; it sits at byte 0 or, after a user block, at 512, 1024, ...
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -41,11 +42,12 @@ def check_hdf5(path: Path, name: str) -> None:
             handle.seek(offset)
             if handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
                 return
-        handle.seek(0)
-        head = handle.read(64)
-    kind = "an HTML page" if b"<html" in head.lower() or b"<!doctype" in head.lower() else "data"
+    # The type from the magic number, never the bytes: they may be a secret (a local file,
+    # an answer behind a redirect).
+    kind = describe_file(path)
     raise DataError(
-        f"{name}: not an HDF5 weights file ({size} bytes of {kind}, starting {head[:40]!r}); "
+        f"{name}: not an HDF5 weights file ({size} bytes, looks like "
+        f"{'an HTML page' if kind == 'HTML' else kind}); "
         "the server may have answered with an error page"
     )
 
