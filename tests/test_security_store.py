@@ -40,9 +40,9 @@ def test_valid_names(name):
 def test_invalid_names_are_refused_by_every_step(name):
     with pytest.raises(ValueError, match="must match"):
         check_name(name)
-    with pytest.raises(ValueError, match="dataset name must match"):
+    with pytest.raises(ValueError, match="dataset_name must match"):
         PrepConfig(dataset_name=name)
-    with pytest.raises(ValueError, match="dataset must match"):
+    with pytest.raises(ValueError, match="dataset_name must match"):
         CompareConfig(cnn_dir="a", transfer_dir="b", dataset_name=name)
 
 
