@@ -16,6 +16,7 @@ from components.data_prep.prep import PrepConfig
 from components.data_prep.prep import run as prep
 from components.training import features
 from components.training.callbacks import NaNGuard, StopAtAccuracy, TrainingDivergedError
+from components.training.checkpoint import RunFlags
 from components.training.config import TrainConfig
 from components.training.evaluate import scores
 from components.training.models import build_seed_cnn, build_transfer
@@ -134,7 +135,7 @@ def test_cached_features_give_the_same_predictions_as_the_full_model(tmp_path):
     labels = np.arange(20) % 10
     batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(6)
     feature_file = features.extract(built.features, batches, tmp_path, "test", "float32")
-    streamed = features.feature_dataset(feature_file, 6, training=False, seed=0)
+    streamed = features.feature_dataset(feature_file, 6)
     via_features = np.concatenate([built.head(f, training=False).numpy() for f, _ in streamed])
     via_full = built.full(images, training=False).numpy()
     np.testing.assert_allclose(via_features, via_full, rtol=1e-4, atol=1e-5)
@@ -188,11 +189,12 @@ def test_nan_loss_stops_and_fails_clearly():
     class Model:
         stop_training = False
 
-    guard = NaNGuard()
+    flags = RunFlags()
+    guard = NaNGuard(flags)
     guard.set_model(Model())
     guard.on_epoch_begin(2)
     guard.on_batch_end(7, {"loss": float("nan")})
-    assert guard.model.stop_training
+    assert guard.model.stop_training and flags.diverged
     with pytest.raises(TrainingDivergedError, match="epoch 3, batch 7"):
         guard.check(0.1)
 

@@ -96,5 +96,5 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(dataset, tmp_path):
     assert pointer["epoch"] >= 1 and not pointer["done"]
     saved = Path(checkpoint_dir) / "head" / pointer["folder"]
     assert (saved / "latest.weights.h5").stat().st_size > 0
-    assert json.loads((saved / "training_metadata.json").read_text())["epoch"] == pointer["epoch"]
+    assert json.loads((saved / "state.json").read_text())["epoch"] == pointer["epoch"]
     assert not (tmp_path / "out" / "metrics.json").exists()

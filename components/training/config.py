@@ -38,6 +38,9 @@ class TrainConfig:
     fine_tune_learning_rate: float = option(1e-5, "phase-two learning rate")
     seed: int = option(42, "seeds Python, NumPy, TensorFlow, shuffling and augmentation")
     checkpoint_dir: str = option("", "store URI or folder for resume; empty: no resume")
+    checkpoint_interval: float = option(
+        0.0, "seconds between checkpoint uploads; 0: every epoch (SIGTERM uploads the newest)"
+    )
     cache_dir: str = option("", "local scratch: shards, weights, features; empty: a temp dir")
     patience: int = option(4, "early stopping: epochs without val_loss improvement; 0: off")
     lr_decay_patience: int = option(2, "epochs without improvement before the LR drops 3x; 0: off")
@@ -78,6 +81,7 @@ class TrainConfig:
 
     def _check_ranges(self) -> None:
         at_least_zero = ("epochs", "augmentation", "fine_tune_epochs", "patience", "num_classes")
+        at_least_zero += ("checkpoint_interval",)
         for name in (*at_least_zero, "lr_decay_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

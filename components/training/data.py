@@ -36,14 +36,41 @@ def decoded(paths: list[Path], manifest: Manifest, count: int):
     return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(count))
 
 
-def batched(dataset, batch_size: int, *, training: bool, seed: int, shuffle_buffer: int):
-    """Cache the small decoded images, shuffle (seeded, training only), batch and prefetch."""
+def batched(dataset, batch_size: int):
+    """Cache the small decoded images, batch and prefetch, in order (validation and test)."""
     import tensorflow as tf
 
-    dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_seed(seed: int, epoch):
+    """The shuffle seed of one epoch: a function of the run's seed and the epoch number only."""
+    return seed * 1_000_003 + epoch
+
+
+def per_epoch(dataset, batch_size: int, *, seed: int, shuffle_buffer: int, first: int, end: int,
+              then=None):  # fmt: skip
+    """Training batches for epochs `first` .. `end - 1`, each epoch shuffled by its own seed.
+
+    Epoch k's order does not depend on how many epochs this process ran before it, so a run
+    resumed at epoch k sees the batches an uninterrupted run would. `then` maps each batch
+    (e.g. decoding). Feed it to fit with `steps_per_epoch = steps(count, batch_size)`.
+    """
+    import tensorflow as tf
+
+    def one_epoch(epoch):
+        shuffled = dataset.shuffle(
+            shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False
+        ).batch(batch_size)
+        return shuffled if then is None else shuffled.map(then, num_parallel_calls=tf.data.AUTOTUNE)
+
+    epochs = tf.data.Dataset.range(first, max(first, end))
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def steps(count: int, batch_size: int) -> int:
+    """Batches in one epoch of `count` images."""
+    return -(-count // batch_size)
 
 
 def load_splits(uri: str, manifest: Manifest, cache_dir: str | Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ from components.common.dataset import DataError, Manifest, load_manifest
 from components.common.digest import json_digest
 from components.common.logging import get_logger, step
 from components.training import checkpoint, data, device, evaluate, features, outputs
-from components.training.callbacks import EpochRecorder, NaNGuard, StopAtAccuracy, empty_history
+from components.training.callbacks import (
+    EpochRecorder,
+    EpochSeeds,
+    NaNGuard,
+    StopAtAccuracy,
+    empty_history,
+)
 from components.training.config import TrainConfig, TrainResult
 from components.training.models import build_seed_cnn, build_transfer, unfreeze_from
 from components.training.resources import make_optimizer, resolve_weights, scratch
@@ -67,10 +74,38 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     return built
 
 
-def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr: float) -> None:
-    """Compile and fit one phase with every callback; resume it from its checkpoint."""
-    import keras
+@dataclass(frozen=True)
+class PhaseData:
+    """One phase's data: training batches for any epoch range, and the validation batches."""
 
+    train: Callable[[int, int], Any]  # (first epoch, end epoch) -> per-epoch shuffled batches
+    steps: int  # batches per epoch
+    validation: Any = None
+
+
+def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFlags):
+    """The callbacks of one phase; the resumable ones by name (their state is checkpointed)."""
+    config = ctx.config
+    offset = sum(1 for p in ctx.history["phase"] if p != phase)
+    recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
+    nan_guard = NaNGuard(flags)
+    callbacks: list[Any] = [EpochSeeds(config.seed), recorder, nan_guard]
+    if config.target_accuracy:
+        callbacks.append(StopAtAccuracy(config.target_accuracy))
+    resumables: dict[str, checkpoint.Resumable] = {}
+    if config.lr_decay_patience:
+        resumables["reduce_lr"] = checkpoint.ResumableReduceLROnPlateau(
+            monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
+        )
+    if config.patience:
+        resumables["early_stopping"] = checkpoint.ResumableEarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    return [*callbacks, *resumables.values()], resumables, nan_guard
+
+
+def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, lr: float) -> None:
+    """Compile and fit one phase with every callback; resume it exactly from its checkpoint."""
     config = ctx.config
     model.compile(
         optimizer=make_optimizer(config.optimizer, lr),
@@ -78,65 +113,48 @@ def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr
         metrics=["accuracy"],
         jit_compile=ctx.runtime.jit_compile,
     )
-    offset = sum(1 for p in ctx.history["phase"] if p != phase)
-    recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
-    nan_guard = NaNGuard()
-    callbacks: list[Any] = [recorder, nan_guard]
-    if config.target_accuracy:
-        callbacks.append(StopAtAccuracy(config.target_accuracy))
-    if config.lr_decay_patience:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
-            )
-        )
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-        )
-    backup = None
+    flags = checkpoint.RunFlags()
+    callbacks, resumables, nan_guard = phase_callbacks(ctx, phase, lr, flags)
+    backup, first, end = None, 0, epochs
     if config.checkpoint_dir:
-        extra = {
-            "model": config.model,
-            "num_classes": ctx.manifest.num_classes,
-            "input_size": config.resolved_input_size,
-            "dataset_version": ctx.manifest.version,
-        }
-        backup = checkpoint.StoreBackupAndRestore(
+        backup = checkpoint.StoreCheckpoint(
             storage.join(config.checkpoint_dir, phase),
             ctx.cache / "checkpoints" / json_digest(config.checkpoint_dir)[:12] / phase,
-            ctx.history,
-            extra,
+            history=ctx.history,
+            extra={
+                "model": config.model,
+                "num_classes": ctx.manifest.num_classes,
+                "input_size": config.resolved_input_size,
+                "dataset_version": ctx.manifest.version,
+            },
+            flags=flags,
+            resumables=resumables,
+            min_interval=config.checkpoint_interval,
         )
-        pointer = backup.latest()
-        if pointer is not None and pointer.get("done"):
-            backup.pull()
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(backup.local_dir / "latest.weights.h5")
+        backup.set_model(model)
+        restored = backup.restore()
+        if restored is not None:
             ctx.resumed = True
-            # A finished phase is restored, not retrained: a kill after training (before or
-            # after the outputs were written) costs no epoch.
-            log.info("checkpoint_restored", uri=backup.store_dir, epoch=int(pointer["epoch"]))
-            log.info("phase_already_done", phase=phase, epochs=int(pointer["epoch"]))
-            return
+            if restored.done:
+                # A finished phase is restored, not retrained: a kill after training (before or
+                # after the outputs were written) costs no epoch.
+                log.info("phase_already_done", phase=phase, epochs=restored.epoch)
+                return
+            first = restored.epoch
+            # Stopped early at that epoch: fit runs no epoch, but still ends the phase (early
+            # stopping restores its best weights; the checkpoint is marked done).
+            end = first if restored.stopped else epochs
         callbacks.append(backup)
-    callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, backup))
-    model._initial_epoch = None
-    model._interrupted = False
-    model._diverged = False
+    callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, flags, backup))
     model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
+        batches.train(first, end),
+        validation_data=batches.validation,
+        initial_epoch=first,
+        epochs=end,
+        steps_per_epoch=batches.steps,
         callbacks=callbacks,
         verbose=0,
-        shuffle=False,
     )
-    model._initial_epoch = None
-    if backup is not None and backup.resumed_epoch:
-        ctx.resumed = True
     nan_guard.check(lr)
 
 
@@ -150,20 +168,31 @@ def phase_done(ctx: Context, phase: str) -> bool:
     return bool(json.loads(storage.read_text(pointer_uri)).get("done"))
 
 
-def _batches(ctx: Context, splits: dict, split: str, training: bool = False, batch_size: int = 0):
-    """A split as batches of raw images (at `batch_size`, else the configured one)."""
+def image_batches(ctx: Context, splits: dict) -> PhaseData:
+    """Decoded images: cached, shuffled per epoch for training, in order for validation."""
     config = ctx.config
-    return data.batched(
-        splits[split],
-        batch_size or config.batch_size,
-        training=training,
-        seed=config.seed,
-        shuffle_buffer=config.shuffle_buffer,
+    train_images = splits["train"].cache()
+
+    def train(first: int, end: int):
+        return data.per_epoch(
+            train_images,
+            config.batch_size,
+            seed=config.seed,
+            shuffle_buffer=config.shuffle_buffer,
+            first=first,
+            end=end,
+        )
+
+    count = ctx.manifest.splits["train"].count
+    return PhaseData(
+        train,
+        data.steps(count, config.batch_size),
+        data.batched(splits["validation"], config.batch_size),
     )
 
 
-def _features(ctx: Context, built, splits: dict) -> tuple[Any, Any]:
-    """Run the frozen backbone once over train and validation; their feature datasets."""
+def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
+    """Run the frozen backbone once over train and validation; batches of its features."""
     config = ctx.config
     started = time.perf_counter()
     facts = {
@@ -176,11 +205,11 @@ def _features(ctx: Context, built, splits: dict) -> tuple[Any, Any]:
         "seed": config.seed,
     }
     folder = ctx.cache / "features" / features.cache_key(**facts)
-    batch = min(config.batch_size, INFERENCE_BATCH)
+    inference_batch = min(config.batch_size, INFERENCE_BATCH)
     files = {
         split: features.extract(
             built.features,
-            _batches(ctx, splits, split, batch_size=batch),
+            data.batched(splits[split], inference_batch),
             folder,
             split,
             config.feature_dtype,
@@ -190,14 +219,17 @@ def _features(ctx: Context, built, splits: dict) -> tuple[Any, Any]:
     }
     ctx.feature_seconds = time.perf_counter() - started
     log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
-    batch = config.batch_size
-    train_ds = features.feature_dataset(files["train"], batch, training=True, seed=config.seed)
-    return train_ds, features.feature_dataset(files["validation"], batch, training=False, seed=0)
 
+    def train(first: int, end: int):
+        return features.feature_epochs(
+            files["train"], config.batch_size, seed=config.seed, first=first, end=end
+        )
 
-def _fit_images(ctx: Context, model, phase: str, splits: dict, epochs: int, lr: float) -> None:
-    train_ds = _batches(ctx, splits, "train", training=True)
-    fit_phase(ctx, model, phase, train_ds, _batches(ctx, splits, "validation"), epochs, lr)
+    return PhaseData(
+        train,
+        data.steps(len(files["train"].labels), config.batch_size),
+        features.feature_dataset(files["validation"], config.batch_size),
+    )
 
 
 def train(ctx: Context, built, splits: dict) -> Any:
@@ -205,21 +237,28 @@ def train(ctx: Context, built, splits: dict) -> Any:
     config = ctx.config
     epochs, lr = config.resolved_epochs, config.learning_rate
     if not config.spec.is_transfer:
-        _fit_images(ctx, built, "head", splits, epochs, lr)
+        fit_phase(ctx, built, "head", image_batches(ctx, splits), epochs, lr)
         return built
     on_features = config.feature_cache and config.augmentation == 0
     if on_features and phase_done(ctx, "head"):
         # Resuming after the head phase: its weights are in the checkpoint, no features needed.
-        fit_phase(ctx, built.head, "head", None, None, epochs, lr)
+        nothing = PhaseData(lambda first, end: None, 0)
+        fit_phase(ctx, built.head, "head", nothing, epochs, lr)
     elif on_features:
-        fit_phase(ctx, built.head, "head", *_features(ctx, built, splits), epochs, lr)
+        fit_phase(ctx, built.head, "head", feature_batches(ctx, built, splits), epochs, lr)
     else:
-        _fit_images(ctx, built.full, "head", splits, epochs, lr)
+        fit_phase(ctx, built.full, "head", image_batches(ctx, splits), epochs, lr)
     if config.fine_tunes:
         trainable = unfreeze_from(built.backbone, config.fine_tune_from)
         log.info("fine_tune_start", first_layer=config.fine_tune_from, backbone_trainable=trainable)
-        ft_epochs, ft_lr = config.fine_tune_epochs, config.fine_tune_learning_rate
-        _fit_images(ctx, built.full, "fine_tune", splits, ft_epochs, ft_lr)
+        fit_phase(
+            ctx,
+            built.full,
+            "fine_tune",
+            image_batches(ctx, splits),
+            config.fine_tune_epochs,
+            config.fine_tune_learning_rate,
+        )
     return built.full
 
 
@@ -258,13 +297,7 @@ def run(config: TrainConfig) -> TrainResult:
             preemption = checkpoint.Preemption()
             ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
             model = _train(ctx, splits, weights)
-            test_ds = data.batched(
-                splits["test"],
-                min(config.batch_size, INFERENCE_BATCH),
-                training=False,
-                seed=0,
-                shuffle_buffer=1,
-            )
+            test_ds = data.batched(splits["test"], min(config.batch_size, INFERENCE_BATCH))
             scores = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
         record = outputs.record(
             config,
