@@ -58,7 +58,7 @@ def test_child_path_stays_in_its_folder(tmp_path):
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot", "folder"])
 def test_planted_latest_json_writes_nothing_outside_the_working_copy(tmp_path, kind):
-    from components.training.checkpoint import StoreBackupAndRestore
+    from components.training.checkpoint import RunFlags, StoreCheckpoint
 
     store_dir = tmp_path / "ckpt" / "head"
     outside = tmp_path / "outside" / "pwned.txt"
@@ -73,12 +73,34 @@ def test_planted_latest_json_writes_nothing_outside_the_working_copy(tmp_path, k
     pointer = {"epoch": 1, "folder": folder, "files": [name], "done": False, "extra": {}}
     storage.write_text(str(store_dir / "LATEST.json"), json.dumps(pointer))
     work = tmp_path / "work" / "copy"
-    backup = StoreBackupAndRestore(str(store_dir), work, history={}, extra={})
+    backup = StoreCheckpoint(
+        str(store_dir), work, history={}, extra={}, flags=RunFlags(), resumables={}
+    )
     outside.unlink(missing_ok=True)
     with pytest.raises(ValueError, match="refusing the checkpoint pointer"):
         backup.pull()
     assert not outside.exists()
     assert list(work.iterdir()) == []
+
+
+def test_planted_previous_pointer_deletes_nothing_outside_the_checkpoint(tmp_path):
+    from components.training.checkpoint import RunFlags, StoreCheckpoint
+
+    store_dir = tmp_path / "ckpt" / "head"
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("keep me")
+    pointer = {"epoch": 1, "folder": "../../outside", "files": ["victim.txt"], "done": False}
+    storage.write_text(str(store_dir / "LATEST.json"), json.dumps(pointer))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "state.json").write_text("{}")
+    backup = StoreCheckpoint(
+        str(store_dir), work, history={}, extra={}, flags=RunFlags(), resumables={}
+    )
+    with pytest.raises(ValueError, match="refusing the checkpoint pointer"):
+        backup.push()
+    assert victim.read_text() == "keep me"
 
 
 # --- planted manifests ----------------------------------------------------------------------
