@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-feature-cache", action="store_true")
     parser.add_argument("--feature-dtype", default=defaults.feature_dtype)
     parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument(
+        "--cache-ram-mb",
+        type=int,
+        default=defaults.cache_ram_mb,
+        help="MiB of decoded images cached in RAM; larger splits use a file cache or none",
+    )
     parser.add_argument("--output-json", default=None, help="also write the key results here")
     add_common_arguments(parser)
     return parser.parse_args(argv)
@@ -82,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         feature_cache=not args.no_feature_cache,
         feature_dtype=args.feature_dtype,
         num_classes=args.num_classes,
+        cache_ram_mb=args.cache_ram_mb,
     )
 
 

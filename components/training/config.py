@@ -35,7 +35,8 @@ class TrainConfig:
     feature_cache: bool = True  # frozen backbone and no augmentation: train the head on features
     feature_dtype: str = "float16"  # dtype of cached features on disk (float16 or float32)
     num_classes: int | None = None  # expected class count; None: take the dataset's
-    shuffle_buffer: int = 10_000  # images in the shuffle buffer
+    shuffle_buffer: int = 10_000  # images in the shuffle buffer (also capped at 512 MiB)
+    cache_ram_mb: int = 2048  # decoded splits cached in RAM up to this total; the rest on disk
     dropout_rate: float = 0.2  # dropout before the classifier, as in the reference recipe
     dense_units: int = 1024  # width of the hidden Dense layer of the head
 
@@ -70,6 +71,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.cache_ram_mb < 0:
+            raise ValueError(f"cache_ram_mb must be >= 0, got {self.cache_ram_mb}")
         if self.augmentation < 0:
             raise ValueError(f"augmentation must be >= 0, got {self.augmentation}")
         if self.fine_tune_epochs < 0 or self.patience < 0 or self.lr_decay_patience < 0:

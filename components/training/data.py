@@ -1,10 +1,23 @@
-"""The input pipeline: verified shards -> decoded uint8 images -> cached, shuffled batches."""
+"""The input pipeline: verified shards -> decoded uint8 images -> cached, shuffled batches.
+
+Memory stays bounded whatever the dataset size: a split's decoded images are cached in RAM only
+while the splits cached so far fit the RAM budget; beyond it, encoded (PNG/JPEG) shards are
+decoded once into a file cache in the scratch folder, and raw shards, already decoded pixels on
+disk, are streamed uncached. The shuffle buffer is capped in bytes as well as in images.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from components.common.dataset import IMAGE_KEY, LABEL_KEY, DataError, Manifest, fetch_split
+from components.common.logging import get_logger
+
+log = get_logger("training")
+
+SHUFFLE_BYTES = 512 << 20  # cap on the decoded images held in the shuffle buffer
+SPLITS = ("train", "validation", "test")
 
 
 def split_paths(uri: str, manifest: Manifest, split: str, cache_dir: str | Path) -> list[Path]:
@@ -25,35 +38,74 @@ def decoded(paths: list[Path], manifest: Manifest, count: int):
         LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
     }
 
+    raw = manifest.image_encoding == "raw"
+
     def parse(records):
         example = tf.io.parse_example(records, features)
+        if not raw:
+            return example[IMAGE_KEY], example[LABEL_KEY]
         images = tf.io.decode_raw(example[IMAGE_KEY], tf.uint8)
         return tf.reshape(images, [-1, *shape]), example[LABEL_KEY]
 
+    def decode(image, label):
+        pixels = tf.io.decode_image(image, channels=shape[2], expand_animations=False)
+        return tf.ensure_shape(pixels, shape), label
+
     # Parse in blocks (vectorised), then unbatch; order is deterministic.
     dataset = tf.data.TFRecordDataset([str(path) for path in paths])
-    dataset = dataset.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(count))
+    dataset = dataset.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    if not raw:
+        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def batched(dataset, batch_size: int, *, training: bool, seed: int, shuffle_buffer: int):
-    """Cache the small decoded images, shuffle (seeded, training only), batch and prefetch."""
+    """Shuffle (seeded, training only, at most SHUFFLE_BYTES of images), batch and prefetch."""
     import tensorflow as tf
 
-    dataset = dataset.cache()
     if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        image_bytes = max(1, math.prod(dataset.element_spec[0].shape))
+        buffer = max(1, min(shuffle_buffer, SHUFFLE_BYTES // image_bytes))
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load_splits(uri: str, manifest: Manifest, cache_dir: str | Path) -> dict:
-    """Decoded datasets of the train, validation and test splits (shards verified first)."""
-    return {
-        split: decoded(
-            split_paths(uri, manifest, split, cache_dir), manifest, manifest.splits[split].count
-        )
-        for split in ("train", "validation", "test")
-    }
+def cache_plan(manifest: Manifest, ram_budget_bytes: int | None) -> dict[str, str]:
+    """How each split is cached: "memory", "file" or "none".
+
+    "memory" while the decoded splits so far fit the budget (None: no limit); beyond it "file"
+    for encoded shards (decoded once) and "none" for raw ones (already pixels on disk).
+    """
+    image_bytes = math.prod(manifest.image_shape)
+    remaining = math.inf if ram_budget_bytes is None else ram_budget_bytes
+    plan = {}
+    for split in SPLITS:
+        size = manifest.splits[split].count * image_bytes
+        if size <= remaining:
+            plan[split], remaining = "memory", remaining - size
+        else:
+            plan[split] = "none" if manifest.image_encoding == "raw" else "file"
+    return plan
+
+
+def load_splits(
+    uri: str, manifest: Manifest, cache_dir: str | Path, ram_budget_bytes: int | None = None
+) -> dict:
+    """Decoded, cached datasets of the three splits (shards verified first; see cache_plan)."""
+    plan = cache_plan(manifest, ram_budget_bytes)
+    log.info("cache_plan", ram_budget_bytes=ram_budget_bytes, **plan)
+    splits = {}
+    for split in SPLITS:
+        paths = split_paths(uri, manifest, split, cache_dir)
+        dataset = decoded(paths, manifest, manifest.splits[split].count)
+        if plan[split] == "memory":
+            dataset = dataset.cache()
+        elif plan[split] == "file":
+            folder = Path(cache_dir) / "decoded" / manifest.name / manifest.version
+            folder.mkdir(parents=True, exist_ok=True)
+            dataset = dataset.cache(str(folder / split))
+        splits[split] = dataset
+    return splits
 
 
 def test_split_sha256(manifest: Manifest) -> str:

@@ -241,7 +241,9 @@ def run(config: TrainConfig) -> TrainResult:
                 f"model was configured for {config.num_classes}"
             )
         with scratch(config.cache_dir) as cache:
-            splits = data.load_splits(config.dataset_uri, manifest, cache)
+            splits = data.load_splits(
+                config.dataset_uri, manifest, cache, config.cache_ram_mb << 20
+            )
             weights, weights_sha = resolve_weights(config.weights, cache)
             preemption = checkpoint.Preemption()
             ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
