@@ -119,6 +119,7 @@ def build_pipeline(
         dataset_name: str = "fashion_mnist",
         limit: int = 0,
         val_fraction: float = 0.1,
+        image_size: str = "auto",
         weights_url: str = "default",
         weights_sha256: str = "",
         weights_md5: str = "",
@@ -145,6 +146,8 @@ def build_pipeline(
 
         store: gs://bucket/prefix (or a local folder in kfp.local) for datasets, weights,
             checkpoints and the champion file. limit: images per source split, 0 = all.
+        image_size: photo folders only; "auto" keeps uniform sizes and centre-crops mixed ones
+            to 150x150, "HxW" or "N" centre-crops every image to that size.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator). spot: run the
@@ -158,6 +161,7 @@ def build_pipeline(
                 limit=limit,
                 val_fraction=val_fraction,
                 seed=seed,
+                image_size=image_size,
             ),
             "data-prep",
             retries,

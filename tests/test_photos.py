@@ -259,3 +259,60 @@ def test_encoded_shards_are_smaller_than_raw(tmp_path: Path):
         ).manifest
         sizes[encoding] = sum(s.bytes for s in manifest.splits["train"].shards)
     assert sizes["jpeg"] * 3 < sizes["raw"]
+
+
+# --- the report with many classes -----------------------------------------------------------
+
+
+def test_report_stays_readable_with_120_classes_and_colour_mistakes(tmp_path: Path):
+    from components.compare.compare import CompareConfig
+    from components.compare.compare import run as compare
+    from components.compare.inputs import load_run
+    from components.compare.plots import BARS_MAX, worst_classes
+    from components.compare.report import confused_pairs
+    from tests.fixtures_compare import write_run
+
+    names = [f"species_{index:03d}_with_a_rather_long_latin_name" for index in range(120)]
+    rng = np.random.default_rng(0)
+    matrix = np.diag(rng.integers(5, 10, 120))
+    matrix[7, 8] = 40  # class 7 is mostly taken for class 8: the worst class, the top pair
+    runs = {}
+    for role, model in (("cnn", "seed_cnn"), ("transfer", "inception_v3")):
+        runs[role] = write_run(
+            tmp_path / role,
+            model=model,
+            pretrained=role == "transfer",
+            class_names=names,
+            misclassified=None,
+            extra={"confusion_matrix": matrix.tolist()},
+        )
+        wrong = rng.integers(0, 120, 12)
+        np.savez(
+            runs[role] / "misclassified.npz",
+            images=rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8),
+            labels=wrong,
+            predictions=(wrong + 1) % 120,
+            confidence=rng.uniform(0.3, 1.0, 12).astype(np.float32),
+        )
+    cnn, transfer = (load_run(runs[r], r) for r in ("cnn", "transfer"))
+    assert worst_classes(cnn, transfer, BARS_MAX)[0] == 7
+    assert confused_pairs(cnn)[0][:2] == (names[7], names[8])
+    result = compare(
+        CompareConfig(
+            cnn_dir=str(runs["cnn"]),
+            transfer_dir=str(runs["transfer"]),
+            output_dir=str(tmp_path / "out"),
+            store=str(tmp_path / "store"),
+        )
+    )
+    out = tmp_path / "out"
+    for name in ("confusion.png", "per_class.png", "misclassified_cnn.png"):
+        with Image.open(out / name) as image:
+            width, height = image.size
+            assert width <= 3000 and height <= 1500, (name, image.size)  # not 120 x 0.55 in
+    with Image.open(out / "misclassified_transfer.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+        assert np.abs(pixels[..., 0] - pixels[..., 1]).max() > 50  # drawn in colour
+    page = Path(result.report_html).read_text()
+    assert f"the {BARS_MAX} worst of 120 classes" in page
+    assert "Most confused class pairs" in page and names[7] in page

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import matplotlib
 
@@ -22,6 +23,30 @@ DPI = 100
 COLOURS = {"cnn": "#1f77b4", "transfer": "#d62728"}
 GRID_COLUMNS = 6
 GRID_MAX = 36
+ANNOTATE_MAX = 20  # confusion cells carry their value up to this many classes
+TICKS_MAX = 40  # class names on the confusion axes: all up to this many, then every k-th
+MATRIX_MAX_INCHES = 12.0  # each confusion matrix stays at most this wide (a heat map beyond)
+BARS_MAX = 30  # per-class accuracy: every class up to this many, then the worst BARS_MAX
+NAME_CHARS = 24  # class names longer than this are shortened in figures
+
+
+def short(name: str, limit: int = NAME_CHARS) -> str:
+    """A class name cut to `limit` characters (with an ellipsis) for axis labels and titles."""
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def worst_classes(cnn: RunOutputs, transfer: RunOutputs, count: int) -> np.ndarray:
+    """Indices of the `count` classes with the lowest mean accuracy over both models.
+
+    Classes without test images (NaN) come last; ties keep class order.
+    """
+    rows = [run.per_class_accuracy() for run in (cnn, transfer)]
+    stacked = np.vstack([r for r in rows if r is not None] or [np.zeros(len(cnn.class_names))])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nanmean(stacked, axis=0)
+    order = np.lexsort((np.arange(len(mean)), np.where(np.isnan(mean), np.inf, mean)))
+    return order[:count]
 
 
 def to_png(figure: Figure) -> bytes:
@@ -76,8 +101,8 @@ def learning_curves(cnn: RunOutputs, transfer: RunOutputs, metric: str) -> bytes
 
 def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
     """Both confusion matrices, each row normalised to sum to 1 (rows: true class)."""
-    names = cnn.class_names
-    size = max(4.5, 0.55 * len(names) + 2)
+    names = [short(name) for name in cnn.class_names]
+    size = min(MATRIX_MAX_INCHES, max(4.5, 0.55 * len(names) + 2))
     figure = Figure(layout="constrained", figsize=(2 * size + 1, size))
     axes = figure.subplots(1, 2)
     image = None
@@ -92,11 +117,16 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
             run.confusion, rows, out=np.zeros(run.confusion.shape), where=rows > 0
         )
         image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(ticks, names, fontsize=8)
-        ax.set_xlabel("predicted")
-        if len(names) <= 20:
+        step = max(1, math.ceil(len(names) / TICKS_MAX))
+        ticks = np.arange(0, len(names), step)
+        labels = [names[i] if step == 1 else f"{names[i]} ({i})" for i in ticks]
+        fontsize = 8 if len(names) <= ANNOTATE_MAX else 6
+        ax.set_xticks(
+            ticks, labels, rotation=45 if step == 1 else 90, ha="right", fontsize=fontsize
+        )
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
+        ax.set_xlabel("predicted" if step == 1 else f"predicted (every {step}th class named)")
+        if len(names) <= ANNOTATE_MAX:
             for (row, col), value in np.ndenumerate(normalised):
                 if value < 0.005:  # leave empty cells empty
                     continue
@@ -110,16 +140,17 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
 
 
 def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
-    """Grouped bars: each class's test accuracy for both models."""
-    names = cnn.class_names
+    """Grouped bars: each class's test accuracy for both models; the worst BARS_MAX when many."""
+    total = len(cnn.class_names)
+    shown = np.arange(total) if total <= BARS_MAX else worst_classes(cnn, transfer, BARS_MAX)
+    names = [short(cnn.class_names[i]) for i in shown]
     figure = Figure(layout="constrained", figsize=(max(8.0, 0.9 * len(names) + 2), 4.5))
     ax = figure.subplots()
     positions = np.arange(len(names))
     width = 0.4
     for offset, run in ((-width / 2, cnn), (width / 2, transfer)):
         values = run.per_class_accuracy()
-        if values is None:
-            values = np.full(len(names), np.nan)
+        values = np.full(len(names), np.nan) if values is None else values[shown]
         bars = ax.bar(positions + offset, np.nan_to_num(values), width, color=COLOURS[run.role])
         bars.set_label(run.display_name)
         for bar, value in zip(bars, values, strict=True):
@@ -134,10 +165,16 @@ def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
                 xytext=(0, 2),
                 textcoords="offset points",
             )
-    ax.set_xticks(positions, names, rotation=30, ha="right")
+    ax.set_xticks(positions, names, rotation=30 if total <= BARS_MAX else 60, ha="right")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("test accuracy (recall)")
-    ax.set_title("Per-class test accuracy")
+    if total <= BARS_MAX:
+        ax.set_title("Per-class test accuracy")
+    else:
+        ax.set_title(
+            f"Per-class test accuracy: the {len(names)} worst of {total} classes "
+            "(lowest mean of both models first)"
+        )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
     return to_png(figure)
@@ -160,7 +197,8 @@ def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
             ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
         else:
             ax.imshow(image)
-        true, predicted = names[wrong.labels[index]], names[wrong.predictions[index]]
+        true = short(names[wrong.labels[index]], 18)
+        predicted = short(names[wrong.predictions[index]], 18)
         confidence = float(wrong.confidence[index])
         ax.set_title(f"true: {true}\npred: {predicted} ({confidence:.2f})", fontsize=7, color="C3")
     if count == 0:
@@ -186,7 +224,15 @@ def _all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, 
         ),
         "loss.png": ("Training and validation loss", learning_curves(cnn, transfer, "loss")),
         "confusion.png": ("Normalised confusion matrices", confusion_matrices(cnn, transfer)),
-        "per_class.png": ("Per-class test accuracy", per_class_accuracy(cnn, transfer)),
+        "per_class.png": (
+            "Per-class test accuracy"
+            + (
+                f" (the {BARS_MAX} worst of {len(cnn.class_names)} classes)"
+                if len(cnn.class_names) > BARS_MAX
+                else ""
+            ),
+            per_class_accuracy(cnn, transfer),
+        ),
     }
     for run in (cnn, transfer):
         if run.misclassified is not None:

@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components.common.cli import add_common_arguments, run_main, size_pair, write_summary
+from components.common.cli import add_common_arguments, run_main, write_summary
+from components.data_prep.encoding import SHARD_ENCODINGS
+from components.data_prep.photos import DEFAULT_SIZE, parse_image_size
 from components.data_prep.prep import PrepConfig, run
+
+
+def image_size_arg(text: str) -> tuple[int, int] | None:
+    """The --image-size type: auto, HxW or N."""
+    try:
+        return parse_image_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +42,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--class-names", default=None, help="comma-separated class names for IDX sources"
     )
     parser.add_argument(
-        "--image-size", type=size_pair, default=None, help="resize image folders to HxW"
+        "--image-size",
+        type=image_size_arg,
+        default=None,
+        help="auto (default): uniform sizes kept, mixed sizes centre-cropped to "
+        f"{DEFAULT_SIZE}x{DEFAULT_SIZE}; HxW or N: every image resized (aspect kept) and "
+        "centre-cropped to it",
+    )
+    parser.add_argument(
+        "--shard-encoding",
+        choices=SHARD_ENCODINGS,
+        default=defaults.shard_encoding,
+        help="how shards store images; auto: raw up to 64x64 pixels, else JPEG",
     )
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels)
     parser.add_argument("--work-dir", default=None, help="scratch folder (default: a temp dir)")
@@ -56,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             records_per_shard=args.records_per_shard,
             class_names=tuple(args.class_names.split(",")) if args.class_names else None,
             image_size=args.image_size,
+            shard_encoding=args.shard_encoding,
             max_image_pixels=args.max_image_pixels,
             work_dir=args.work_dir,
         )

@@ -16,8 +16,12 @@ def data_prep(
     limit: int = 0,
     val_fraction: float = 0.1,
     seed: int = 42,
+    image_size: str = "auto",
 ) -> NamedTuple("DataPrepOutputs", [("dataset_uri", str), ("version", str)]):
     """Prepare the dataset in the store; `limit` 0 keeps every image.
+
+    `image_size`: "auto" keeps uniform sizes and centre-crops mixed ones to 150x150; "HxW" or
+    "N" resizes (aspect kept) and centre-crops every image of a folder source to it.
 
     Outputs the dataset folder URI (its last segment is the content version) as a parameter, so
     that downstream cache keys follow the data's content, and a Dataset artifact whose file is
@@ -26,6 +30,7 @@ def data_prep(
     from collections import namedtuple
 
     from components.common.logging import configure
+    from components.data_prep.photos import parse_image_size
     from components.data_prep.prep import PrepConfig, run
 
     configure()
@@ -37,6 +42,7 @@ def data_prep(
             limit=limit or None,
             val_fraction=val_fraction,
             seed=seed,
+            image_size=parse_image_size(image_size),
         )
     )
     manifest = result.manifest
@@ -49,6 +55,9 @@ def data_prep(
             "cache_hit": result.cache_hit,
             "classes": manifest.num_classes,
             "image_shape": list(manifest.image_shape),
+            "image_encoding": manifest.image_encoding,
+            "resize": manifest.preprocessing.get("resize", "native"),
+            "warnings": len(manifest.warnings),
             **{f"{name}_images": split.count for name, split in manifest.splits.items()},
         }
     )

@@ -140,6 +140,21 @@ def choose_size(sizes: set[tuple[int, int]], requested: tuple[int, int] | None) 
     return SizePolicy("centre_crop", (DEFAULT_SIZE, DEFAULT_SIZE), "auto")
 
 
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """`auto` (or empty) -> None; `HxW` or `N` -> (height, width). Bad text is a ValueError."""
+    cleaned = text.strip().lower()
+    if cleaned in ("", "auto"):
+        return None
+    height, _, width = cleaned.partition("x")
+    try:
+        size = int(height), int(width or height)
+    except ValueError:
+        raise ValueError(f"image_size: expected auto, HxW or N, got {text!r}") from None
+    if min(size) < 1:
+        raise ValueError(f"image_size: sides must be positive, got {text!r}")
+    return size
+
+
 def crop_box(width: int, height: int, target: tuple[int, int]) -> tuple[float, float, float, float]:
     """The centred source box with the target's aspect ratio (the largest that fits)."""
     target_height, target_width = target

@@ -1,0 +1,243 @@
+"""Benchmark: the user's own photos. Data prep and training memory at 1x and 4x, shard storage.
+
+A generated colour dataset: JPEGs of mixed sizes (each side 200-1000 px) in 10 classes, plus a
+few 6000x4000 phone-sized photos. The 4x dataset is the 1x files hard-linked four times under
+other names (same pixels, four times the images), so both sizes cost one generation.
+
+- data prep (a child process, automatic image size): images/s and peak RSS (wait4);
+- training (seed CNN, 1 epoch, input 32 px, default RAM cache budget): peak RSS, images/s;
+- shard storage: bytes per image and prep/read speed for raw, PNG and JPEG shards (a subset).
+
+Run: python -m bench.bench_photos [--images 20000] [--scales 1,4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bench.machine import machine_info, print_table
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = Path(__file__).resolve().parent / "work" / "photos"
+CLASSES = 10
+TEST_SHARE = 0.2
+HUGE = 8  # 6000x4000 photos in the 1x set
+NOISE = np.random.default_rng(0).integers(-12, 12, size=(1000, 1000, 3), dtype=np.int16)
+
+
+def _photo(task: tuple[Path, int, int, int, int]) -> int:
+    """Write one synthetic colour photo (smooth colour field, shapes, sensor-like noise)."""
+    from PIL import Image, ImageDraw
+
+    path, label, width, height, seed = task
+    rng = np.random.default_rng(seed)
+    hue = np.asarray([(label * 73) % 256, (label * 151) % 256, (label * 29) % 256])
+    grid = np.clip(hue + rng.integers(-60, 60, size=(3, 3, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(width // 10, width // 3))
+        draw.ellipse(
+            [x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in rng.integers(0, 255, 3))
+        )
+    pixels = np.asarray(image).astype(np.int16)
+    if width <= 1000 and height <= 1000:
+        pixels += NOISE[:height, :width]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quality = 40 if width > 1000 else 88
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=quality)
+    return path.stat().st_size
+
+
+def generate(root: Path, images: int, seed: int = 0) -> dict:
+    """The 1x dataset under `root` (train/<class>/, test/<class>/); reused when present."""
+    marker = root / ".complete.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for index in range(images):
+        label = index % CLASSES
+        split = "test" if rng.random() < TEST_SHARE else "train"
+        width, height = (
+            (6000, 4000) if index < HUGE else tuple(int(v) for v in rng.integers(200, 1001, 2))
+        )
+        path = root / split / f"class_{label:02d}" / f"{index:06d}.jpg"
+        tasks.append((path, label, width, height, seed * 10_000_000 + index))
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        sizes = list(pool.map(_photo, tasks, chunksize=64))
+    facts = {
+        "images": images,
+        "bytes": int(sum(sizes)),
+        "huge_6000x4000": HUGE,
+        "generate_seconds": round(time.perf_counter() - started, 1),
+    }
+    marker.write_text(json.dumps(facts))
+    return facts
+
+
+def replicate(source: Path, target: Path, times: int) -> None:
+    """`times` hard-linked copies of every file of `source` under `target`, other names."""
+    marker = target / ".complete"
+    if marker.exists():
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    for path in sorted(source.rglob("*.jpg")):
+        relative = path.relative_to(source)
+        folder = target / relative.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for copy in range(times):
+            os.link(path, folder / f"{relative.stem}_{copy}.jpg")
+    marker.write_text("")
+
+
+def run_measured(command: list[str]) -> tuple[float, float]:
+    """Run a command to completion: (wall seconds, peak RSS in MiB). A failure stops here."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed with status {status}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def prep_command(source: Path, store: Path, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "components.data_prep", "--store", str(store), "--source",
+        str(source), "--name", name, "--output-json", str(store / f"{name}.json"), *extra,
+    ]  # fmt: skip
+
+
+def dataset_uri(store: Path, name: str) -> str:
+    return json.loads((store / f"{name}.json").read_text())["uri"]
+
+
+def bench_scale(root: Path, scale: int, images: int) -> dict:
+    """Data prep then one training epoch on the dataset at `scale` x."""
+    store = WORK / f"store-{scale}x"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    name = f"photos{scale}x"
+    seconds, rss = run_measured(prep_command(root, store, name))
+    uri = dataset_uri(store, name)
+    result = {
+        "images": images,
+        "prep_seconds": round(seconds, 1),
+        "prep_images_per_second": round(images / seconds, 1),
+        "prep_peak_rss_mib": round(rss),
+        "shard_bytes": sum(p.stat().st_size for p in Path(uri).glob("*.tfrecord")),
+    }
+    out = WORK / f"train-{scale}x"
+    shutil.rmtree(out, ignore_errors=True)
+    train = [
+        sys.executable, "-m", "components.training", "cnn", "--dataset", uri, "--output-dir",
+        str(out / "out"), "--cache-dir", str(out / "cache"), "--epochs", "1", "--input-size", "32",
+        "--batch-size", "128", "--output-json", str(out / "result.json"),
+    ]  # fmt: skip
+    seconds, rss = run_measured(train)
+    metrics = json.loads((out / "out" / "metrics.json").read_text())
+    result.update(
+        train_seconds=round(seconds, 1),
+        train_peak_rss_mib=round(rss),
+        train_images_per_second=metrics["images_per_second"],
+        test_accuracy=round(metrics["test_accuracy"], 4),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
+    return result
+
+
+def read_speed(uri: str) -> float:
+    """Images/s of decoding a dataset's train split from its shards (what epoch one pays)."""
+    from components.common.dataset import load_manifest
+    from components.training import data
+
+    manifest = load_manifest(uri)
+    paths = data.split_paths(uri, manifest, "train", WORK / "read-cache")
+    dataset = data.decoded(paths, manifest, manifest.splits["train"].count).batch(256)
+    started = time.perf_counter()
+    for _ in dataset:
+        pass
+    return manifest.splits["train"].count / (time.perf_counter() - started)
+
+
+def bench_storage(root: Path, limit: int) -> dict:
+    """Bytes per image, prep and read speed for each shard encoding, on a `limit` subset."""
+    results = {}
+    for encoding in ("raw", "png", "jpeg"):
+        store = WORK / f"store-{encoding}"
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir(parents=True)
+        extra = ("--limit", str(limit), "--shard-encoding", encoding)
+        seconds, _ = run_measured(prep_command(root, store, encoding, *extra))
+        uri = dataset_uri(store, encoding)
+        shards = list(Path(uri).glob("*.tfrecord"))
+        count = json.loads((store / f"{encoding}.json").read_text())["splits"]
+        total = sum(count.values())
+        results[encoding] = {
+            "bytes_per_image": round(sum(p.stat().st_size for p in shards) / total),
+            "prep_seconds": round(seconds, 1),
+            "read_images_per_second": round(read_speed(uri)),
+        }
+        shutil.rmtree(store, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20_000, help="images in the 1x dataset")
+    parser.add_argument("--scales", default="1,4", help="comma-separated multiples to measure")
+    parser.add_argument("--storage-limit", type=int, default=2000, help="subset per source split")
+    parser.add_argument("--skip-storage", action="store_true")
+    parser.add_argument("--json", default=None, help="merge the results into this file")
+    args = parser.parse_args(argv)
+    base = WORK / "photos-1x"
+    results: dict = {"machine": machine_info()}
+    results["dataset"] = generate(base, args.images)
+    if not args.skip_storage:
+        results["storage"] = bench_storage(base, args.storage_limit)
+    for scale in (int(s) for s in args.scales.split(",")):
+        root = base
+        if scale > 1:
+            root = WORK / f"photos-{scale}x"
+            replicate(base, root, scale)
+        results[f"{scale}x"] = bench_scale(root, scale, args.images * scale)
+        _save(args.json, results)
+    rows = [
+        [key, r["images"], r["prep_images_per_second"], r["prep_peak_rss_mib"],
+         r["train_peak_rss_mib"], r["train_images_per_second"]]
+        for key, r in results.items() if key.endswith("x") and isinstance(r, dict)
+    ]  # fmt: skip
+    print_table(
+        "Photos",
+        ["scale", "images", "prep img/s", "prep RSS MiB", "train RSS MiB", "train img/s"],
+        rows,
+    )
+    return results
+
+
+def _save(path: str | None, results: dict) -> None:
+    if not path:
+        return
+    target = Path(path)
+    merged = json.loads(target.read_text()) if target.exists() else {}
+    merged.update(results)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
