@@ -316,3 +316,40 @@ def test_report_stays_readable_with_120_classes_and_colour_mistakes(tmp_path: Pa
     page = Path(result.report_html).read_text()
     assert f"the {BARS_MAX} worst of 120 classes" in page
     assert "Most confused class pairs" in page and names[7] in page
+
+
+# --- the image_size parameter ---------------------------------------------------------------
+
+
+def test_image_size_reaches_data_prep_from_the_pipeline_make_and_the_cli(tmp_path: Path):
+    import subprocess
+
+    import yaml
+    from kfp import compiler
+
+    from components.data_prep.__main__ import parse_args
+    from pipelines.pipeline import build_pipeline
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build_pipeline(), str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["image_size"]["defaultValue"] == "auto"
+    prep_inputs = spec["root"]["dag"]["tasks"]["data-prep"]["inputs"]["parameters"]
+    assert prep_inputs["image_size"]["componentInputParameter"] == "image_size"
+    assert photos.parse_image_size("auto") is None
+    assert photos.parse_image_size("96x128") == (96, 128) and photos.parse_image_size("64") == (
+        64,
+        64,
+    )
+    with pytest.raises(ValueError, match="image_size: expected auto, HxW or N"):
+        photos.parse_image_size("big")
+    assert parse_args(["--image-size", "auto"]).image_size is None
+    assert parse_args(["--image-size", "96x128"]).image_size == (96, 128)
+    dry_run = subprocess.run(
+        ["make", "-n", "run", "IMAGE_SIZE=96x128", "SOURCE=photos.tar.gz"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--param 'image_size=96x128'" in dry_run
