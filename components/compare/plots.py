@@ -125,7 +125,7 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
             ticks, labels, rotation=45 if step == 1 else 90, ha="right", fontsize=fontsize
         )
         ax.set_yticks(ticks, labels, fontsize=fontsize)
-        ax.set_xlabel("predicted" if step == 1 else f"predicted (every {step}th class named)")
+        ax.set_xlabel("predicted" if step == 1 else f"predicted (one class in {step} named)")
         if len(names) <= ANNOTATE_MAX:
             for (row, col), value in np.ndenumerate(normalised):
                 if value < 0.005:  # leave empty cells empty
@@ -141,16 +141,17 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
 
 def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
     """Grouped bars: each class's test accuracy for both models; the worst BARS_MAX when many."""
-    total = len(cnn.class_names)
-    shown = np.arange(total) if total <= BARS_MAX else worst_classes(cnn, transfer, BARS_MAX)
-    names = [short(cnn.class_names[i]) for i in shown]
+    if len(cnn.class_names) > BARS_MAX:
+        return worst_class_accuracy(cnn, transfer)
+    names = [short(name) for name in cnn.class_names]
     figure = Figure(layout="constrained", figsize=(max(8.0, 0.9 * len(names) + 2), 4.5))
     ax = figure.subplots()
     positions = np.arange(len(names))
     width = 0.4
     for offset, run in ((-width / 2, cnn), (width / 2, transfer)):
         values = run.per_class_accuracy()
-        values = np.full(len(names), np.nan) if values is None else values[shown]
+        if values is None:
+            values = np.full(len(names), np.nan)
         bars = ax.bar(positions + offset, np.nan_to_num(values), width, color=COLOURS[run.role])
         bars.set_label(run.display_name)
         for bar, value in zip(bars, values, strict=True):
@@ -165,18 +166,43 @@ def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
                 xytext=(0, 2),
                 textcoords="offset points",
             )
-    ax.set_xticks(positions, names, rotation=30 if total <= BARS_MAX else 60, ha="right")
+    ax.set_xticks(positions, names, rotation=30, ha="right")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("test accuracy (recall)")
-    if total <= BARS_MAX:
-        ax.set_title("Per-class test accuracy")
-    else:
-        ax.set_title(
-            f"Per-class test accuracy: the {len(names)} worst of {total} classes "
-            "(lowest mean of both models first)"
-        )
+    ax.set_title("Per-class test accuracy")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
+    return to_png(figure)
+
+
+def worst_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
+    """Horizontal grouped bars of the BARS_MAX classes with the lowest mean accuracy."""
+    shown = worst_classes(cnn, transfer, BARS_MAX)
+    names = [short(cnn.class_names[i], 40) for i in shown]
+    figure = Figure(layout="constrained", figsize=(10.0, 0.32 * len(names) + 1.5))
+    ax = figure.subplots()
+    positions = np.arange(len(names))
+    height = 0.4
+    for offset, run in ((-height / 2, cnn), (height / 2, transfer)):
+        values = run.per_class_accuracy()
+        values = np.full(len(names), np.nan) if values is None else values[shown]
+        bars = ax.barh(positions + offset, np.nan_to_num(values), height, color=COLOURS[run.role])
+        bars.set_label(run.display_name)
+        for bar, value in zip(bars, values, strict=True):
+            text = "n/a" if math.isnan(value) else f"{value:.2f}"
+            y = bar.get_y() + bar.get_height() / 2
+            ax.annotate(text, (bar.get_width(), y), va="center", fontsize=7, xytext=(2, 0),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_yticks(positions, names, fontsize=8)
+    ax.invert_yaxis()  # worst first, at the top
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("test accuracy (recall)")
+    ax.set_title(
+        f"Per-class test accuracy: the {len(names)} worst of {len(cnn.class_names)} classes "
+        "(lowest mean of both models first)"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return to_png(figure)
 
 
