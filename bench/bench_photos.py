@@ -344,8 +344,8 @@ def render_section(result: dict) -> str:
             "file), so the decode cost is paid in the first epoch only, while the smaller "
             "shards cut the store, the download to each training pod and the disk. Hence "
             "`auto`: JPEG above 64x64 pixels, raw at and below (at Fashion-MNIST's 784 bytes "
-            "an encoded file saves little and costs a decode). PNG stays available for sources whose "
-            "exact pixels matter.\n"
+            "an encoded file saves little and costs a decode). PNG stays available for sources "
+            "whose exact pixels matter.\n"
         )
     return "".join(parts)
 

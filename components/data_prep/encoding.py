@@ -1,10 +1,10 @@
 """How shards store images: raw uint8 bytes, PNG or JPEG (measured in docs/BENCHMARKS.md).
 
-`auto` keeps small images raw (at Fashion-MNIST's 28x28, 784 bytes, an encoded file saves little
-and costs a decode) and stores anything larger than
-`RAW_MAX_PIXELS` as JPEG at `JPEG_QUALITY`: photos are about 11x smaller than raw and decode 3x faster
-than PNG; training decodes them once and caches the decoded pixels (in RAM within its budget,
-else in a file). `png` is the lossless choice for sources whose exact pixels matter.
+`auto` keeps small images raw (at Fashion-MNIST's 28x28, 784 bytes, an encoded file saves
+little and costs a decode) and stores anything larger than `RAW_MAX_PIXELS` as JPEG at
+`JPEG_QUALITY`: photos are about 11x smaller than raw and decode 3x faster than PNG; training
+decodes them once and caches the decoded pixels (in RAM within its budget, else in a file).
+`png` is the lossless choice for sources whose exact pixels matter.
 """
 
 from __future__ import annotations
