@@ -69,21 +69,23 @@ def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
     )
     model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
     splits = data.load_splits(dataset, manifest, WORK / "cache")
-    train = data.batched(
-        splits["train"],
+    train = data.per_epoch(
+        splits["train"].cache(),
         config.batch_size,
-        training=True,
         seed=config.seed,
         shuffle_buffer=config.shuffle_buffer,
+        first=0,
+        end=1000,
     )
-    test = data.batched(splits["test"], 512, training=False, seed=0, shuffle_buffer=1)
+    test = data.batched(splits["test"], 512)
     labels = np.concatenate([y.numpy() for _, y in test])
 
     def evaluate(trained) -> float:
         return float(np.mean(np.argmax(trained.predict(test, verbose=0), axis=1) == labels))
 
     clock = TimeToAccuracy(evaluate, target, budget_s)
-    model.fit(train, epochs=1000, callbacks=[clock], verbose=0)
+    steps = data.steps(manifest.splits["train"].count, config.batch_size)
+    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[clock], verbose=0)
     return clock
 
 

@@ -35,6 +35,7 @@ def write_run(
     misclassified: int | None = 8,
     phases: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> Path:
     """Write metrics.json, history.json and (unless None) misclassified.npz into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,7 @@ def write_run(
         "epochs_run": epochs,
         "input_size": [28, 28],
         "seed": 1,
+        "checkpoint_dir": checkpoint_dir,
         "per_class": {
             n: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 25} for n in names
         },

@@ -284,3 +284,29 @@ def test_dollar_signs_in_names_are_text_not_math(tmp_path):
     result = compare(tmp_path, cnn, transfer)
     assert (tmp_path / "out" / "per_class.png").stat().st_size > 0
     assert "CNN $1" in Path(result.report_html).read_text()
+
+
+def test_compare_releases_the_training_checkpoints_it_consumed(tmp_path):
+    """Training keeps its checkpoint until its result is consumed; compare then releases it."""
+    store = tmp_path / "store"
+    held = {}
+    for role in ("cnn", "transfer"):
+        folder = store / "checkpoints" / "0123abcd" / role / "head"
+        folder.mkdir(parents=True)
+        (folder / "LATEST.json").write_text('{"done": true}')
+        held[role] = str(folder.parent)
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not a checkpoint")
+    cnn, transfer = write_pair(tmp_path / "runs", checkpoint_dir=held["transfer"])
+    metrics = json.loads((cnn / "metrics.json").read_text())
+    (cnn / "metrics.json").write_text(json.dumps({**metrics, "checkpoint_dir": held["cnn"]}))
+    compare(tmp_path, cnn, transfer)
+    assert not Path(held["cnn"]).exists() and not Path(held["transfer"]).exists()
+
+    # A checkpoint_dir outside <store>/checkpoints/ (a planted or foreign file) is never deleted.
+    escapes = (str(outside), f"{store}/checkpoints/../../precious", str(store / "checkpoints"))
+    for planted in escapes:
+        (cnn / "metrics.json").write_text(json.dumps({**metrics, "checkpoint_dir": planted}))
+        compare(tmp_path, cnn, transfer)
+        assert (outside / "keep.txt").exists() and (store / "checkpoints").is_dir()

@@ -16,6 +16,7 @@ from components.data_prep.prep import PrepConfig
 from components.data_prep.prep import run as prep
 from components.training import features
 from components.training.callbacks import NaNGuard, StopAtAccuracy, TrainingDivergedError
+from components.training.checkpoint import RunFlags
 from components.training.config import TrainConfig
 from components.training.evaluate import scores
 from components.training.models import build_seed_cnn, build_transfer
@@ -134,7 +135,7 @@ def test_cached_features_give_the_same_predictions_as_the_full_model(tmp_path):
     labels = np.arange(20) % 10
     batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(6)
     feature_file = features.extract(built.features, batches, tmp_path, "test", "float32")
-    streamed = features.feature_dataset(feature_file, 6, training=False, seed=0)
+    streamed = features.feature_dataset(feature_file, 6)
     via_features = np.concatenate([built.head(f, training=False).numpy() for f, _ in streamed])
     via_full = built.full(images, training=False).numpy()
     np.testing.assert_allclose(via_features, via_full, rtol=1e-4, atol=1e-5)
@@ -188,11 +189,12 @@ def test_nan_loss_stops_and_fails_clearly():
     class Model:
         stop_training = False
 
-    guard = NaNGuard()
+    flags = RunFlags()
+    guard = NaNGuard(flags)
     guard.set_model(Model())
     guard.on_epoch_begin(2)
     guard.on_batch_end(7, {"loss": float("nan")})
-    assert guard.model.stop_training
+    assert guard.model.stop_training and flags.diverged
     with pytest.raises(TrainingDivergedError, match="epoch 3, batch 7"):
         guard.check(0.1)
 
@@ -266,7 +268,11 @@ def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
     assert metrics["pretrained"] is False and metrics["display_name"].endswith("(random init)")
     assert metrics["feature_seconds"] > 0  # head phase on features, fine-tuning end to end
     assert metrics["params_trainable"] < metrics["params_total"]
-    assert not (tmp_path / "checkpoints").exists()  # cleared after success
+    # Kept, both phases marked done, until the consumer releases it (common.checkpoints).
+    for phase in ("head", "fine_tune"):
+        pointer = json.loads((tmp_path / "checkpoints" / phase / "LATEST.json").read_text())
+        assert pointer["done"]
+    assert metrics["checkpoint_dir"] == str(tmp_path / "checkpoints")
 
 
 def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp_path, monkeypatch):
@@ -288,7 +294,19 @@ def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp
     assert result.resumed and result.epochs_run == 2
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert history["epoch"] == [1, 2]
-    assert not Path(checkpoints).exists()
+    assert json.loads((Path(checkpoints) / "head" / "LATEST.json").read_text())["done"]
+
+
+def test_rerun_after_the_outputs_were_written_trains_no_epoch(dataset, tmp_path, capsys):
+    """A kill after training wrote its outputs (before the orchestrator uploaded them)."""
+    checkpoints = str(tmp_path / "checkpoints")
+    first = run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    capsys.readouterr()
+    again = run(config(dataset, tmp_path, epochs=2, patience=0, checkpoint_dir=checkpoints))
+    logged = capsys.readouterr().out
+    assert "epoch_end" not in logged and "phase_already_done" in logged
+    assert again.resumed and again.epochs_run == 2
+    assert again.test_accuracy == first.test_accuracy and again.test_loss == first.test_loss
 
 
 def test_checkpoint_of_another_configuration_is_refused(dataset, tmp_path):

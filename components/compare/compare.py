@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common import storage
+from components.common import checkpoints, storage
 from components.common.logging import get_logger, step
 from components.compare import champion, plots, report
 from components.compare.inputs import RunOutputs, check_comparable, load_run
@@ -198,6 +198,9 @@ def run(config: CompareConfig) -> CompareResult:
         )
         html_text = report.render_html(cnn, transfer, comparison, figures)
         storage.write_text(str(out / "report.html"), html_text)
+        # Both results are now held here: their training checkpoints have served their purpose.
+        for compared in runs.values():
+            checkpoints.release(config.store, compared.raw.get("checkpoint_dir"))
         figs.update(winner=winner, decision=decision.decision, figures=len(figures))
     return CompareResult(
         winner=winner,

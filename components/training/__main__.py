@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--checkpoint-dir", default=None, help="store URI or folder for resume")
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=defaults.checkpoint_interval,
+        help="seconds between checkpoint uploads (0: every epoch; SIGTERM uploads the newest)",
+    )
     parser.add_argument("--cache-dir", default=None, help="local scratch (default: a temp dir)")
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--lr-decay-patience", type=int, default=defaults.lr_decay_patience)
@@ -81,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         seed=args.seed,
         checkpoint_dir=args.checkpoint_dir,
+        checkpoint_interval=args.checkpoint_interval,
         cache_dir=args.cache_dir,
         patience=args.patience,
         lr_decay_patience=args.lr_decay_patience,

@@ -6,6 +6,7 @@ import math
 import time
 
 import keras
+import numpy as np
 
 from components.common.logging import get_logger
 from components.common.numbers import finite_or_none
@@ -89,11 +90,38 @@ class StopAtAccuracy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class NaNGuard(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN that remembers where the loss went bad, so training can fail clearly."""
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseed every random layer (dropout, augmentation) at each epoch's start.
 
-    def __init__(self):
+    Keras keeps a layer's random-generator state in a variable that weights files do not restore,
+    so a resumed run would draw other dropout masks. Seeding each epoch from (run seed, epoch,
+    layer index) makes them a function of the epoch alone, the same with or without a resume.
+    """
+
+    def __init__(self, seed: int):
         super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Set each generator's state from the run's seed and the epoch number."""
+        states = [
+            v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")
+        ]
+        for index, state in enumerate(states):
+            derived = (self.seed * 1_000_003 + epoch * 7_919 + index) % (2**31 - 1)
+            state.assign(np.array([derived, 0], dtype=state.dtype))
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that remembers where the loss went bad, so training can fail clearly.
+
+    `flags` (a checkpoint.RunFlags) is shared with the checkpoint callback, which then marks no
+    phase done and saves no checkpoint of the diverged weights.
+    """
+
+    def __init__(self, flags):
+        super().__init__()
+        self.flags = flags
         self.bad_at: tuple[int, int] | None = None
         self._epoch = 0
 
@@ -107,8 +135,7 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_at = (self._epoch + 1, batch)
             self.model.stop_training = True
-            self.model._interrupted = True  # no checkpoint marks this phase done
-            self.model._diverged = True  # and no checkpoint of NaN weights is saved at all
+            self.flags.diverged = True
 
     def check(self, learning_rate: float) -> None:
         """Raise if the loss went NaN/inf during the last fit."""

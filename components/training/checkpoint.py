@@ -1,25 +1,41 @@
-"""Resume across kills and preemption: BackupAndRestore mirrored into the store, and SIGTERM.
+"""Exact resume across kills and preemption: every piece of training state, mirrored into the store.
 
-Keras' BackupAndRestore writes to a local folder. `StoreBackupAndRestore` keeps that folder as
-a working copy and, after every save, uploads it to `<checkpoint_dir>/<phase>/state-<n>-<id>/`
-and only then points `<checkpoint_dir>/<phase>/LATEST.json` at it (the previous copy is deleted
-after the switch). A save cut short therefore never poisons the resume: LATEST still names the
-last complete copy. At start the copy LATEST names is pulled into the working folder, and
-BackupAndRestore restores weights, optimizer state and the epoch from it.
+A checkpoint is taken at an epoch's end and holds everything that changes the result of the
+epochs still to come:
+- the model's weights with the optimizer's state (its step count and learning rate included)
+  and the layers' random-generator state (dropout, augmentation: Keras keeps it in variables);
+- the callbacks' state: early stopping (wait, best value and epoch, and its best weights) and
+  the learning-rate plateau (wait, best value, cool-down), through `Resumable` callbacks;
+- the history so far.
+The data order is a function of the run's seed and the epoch number (`data.per_epoch`), so a
+resumed epoch sees the same batches as it would have without the interruption. A run killed at
+any point therefore ends with the same weights and metrics as an uninterrupted one.
 
-SIGTERM (spot preemption gives about 15 s) sets a flag; at the end of the running batch the
-model is saved and `TrainingInterrupted` is raised, which the CLI turns into exit status 143.
+`StoreCheckpoint` writes the state into a local working folder at every epoch's end, then uploads
+it to `<checkpoint_dir>/<phase>/state-<epoch>-<id>/` and only then points
+`<checkpoint_dir>/<phase>/LATEST.json` at it (the previous copy is deleted after the switch), so an
+upload cut short never poisons the resume. Uploads happen at most every `min_interval` seconds;
+the newest local copy is uploaded on SIGTERM and when a phase ends, when it is marked `done`.
+
+SIGTERM (spot preemption gives a grace period) sets a flag; at the end of the running batch the
+newest epoch-end state is uploaded when the store lacks it, and `TrainingInterrupted` is raised,
+which the CLI turns into exit status 143. The running epoch is then trained again on resume.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 
 from components.common import storage
 from components.common.logging import get_logger
@@ -27,7 +43,9 @@ from components.common.logging import get_logger
 log = get_logger("training")
 
 LATEST = "LATEST.json"
-HISTORY_FILE = "history.json"
+STATE_FILE = "state.json"  # epoch, stopped, callbacks' state, history
+WEIGHTS_FILE = "latest.weights.h5"  # model + optimizer + random-generator state
+BEST_WEIGHTS_FILE = "best_weights.npz"  # early stopping's best weights, when it holds any
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the orchestrator retries
 
 
@@ -35,16 +53,105 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on SIGTERM after saving a checkpoint."""
 
 
-class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose backups are mirrored atomically into a store folder."""
+@dataclass
+class RunFlags:
+    """What the callbacks of one fit tell each other (instead of attributes on the model)."""
 
-    def __init__(self, store_dir: str, local_dir: Path, history: dict, extra: dict):
-        super().__init__(str(local_dir), save_freq="epoch", delete_checkpoint=False)
+    interrupted: bool = False  # stopped on SIGTERM: the phase is not done
+    diverged: bool = False  # the loss went NaN: no checkpoint of these weights
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe number (NumPy scalars to Python; infinities kept as strings)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _number(value: Any) -> Any:
+    return float(value) if value in ("inf", "-inf", "nan") else value
+
+
+class Resumable:
+    """A Keras callback mixin whose counters survive a resume.
+
+    `STATE` names the attributes that carry over between epochs; `on_train_begin` resets them
+    (Keras' behaviour), then applies the restored values when there are any.
+    """
+
+    STATE: tuple[str, ...] = ()
+    restored: dict | None = None
+
+    def state(self) -> dict:
+        """The attributes in `STATE` as JSON values."""
+        return {name: _plain(getattr(self, name)) for name in self.STATE}
+
+    def on_train_begin(self, logs=None):
+        """Reset as Keras does, then apply the restored state."""
+        super().on_train_begin(logs)
+        for name, value in (self.restored or {}).items():
+            setattr(self, name, _number(value))
+
+
+class ResumableEarlyStopping(Resumable, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters and best weights are part of the checkpoint."""
+
+    STATE = ("wait", "stopped_epoch", "best", "best_epoch")
+    restored_best_weights: list | None = None
+
+    def on_train_begin(self, logs=None):
+        """Also restore the best weights seen before the interruption."""
+        super().on_train_begin(logs)
+        if self.restored is not None:
+            self.best_weights = self.restored_best_weights
+
+
+class ResumableReduceLROnPlateau(Resumable, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters are part of the checkpoint (the rate is the optimizer's)."""
+
+    STATE = ("wait", "best", "cooldown_counter")
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Where a restored phase stands."""
+
+    epoch: int  # epochs finished
+    done: bool  # the phase finished: its final weights are loaded
+    stopped: bool  # a callback stopped training at `epoch`: no more epochs to train
+
+
+class StoreCheckpoint(keras.callbacks.Callback):
+    """Epoch-end checkpoints of the whole training state, mirrored atomically into the store.
+
+    Goes last in the callback list, so that the state it saves includes what the other
+    callbacks did at the same epoch's end.
+    """
+
+    def __init__(
+        self,
+        store_dir: str,
+        local_dir: Path,
+        *,
+        history: dict,
+        extra: dict,
+        flags: RunFlags,
+        resumables: dict[str, Resumable],
+        min_interval: float = 0.0,
+    ):
+        super().__init__()
         self.store_dir = store_dir
         self.local_dir = Path(local_dir)
-        self.history = history  # shared with EpochRecorder; saved with each backup
+        self.history = history  # shared with EpochRecorder
         self.extra = extra  # facts that must match on resume (classes, model, input size)
-        self.resumed_epoch = 0
+        self.flags = flags
+        self.resumables = resumables
+        self.min_interval = min_interval
+        self.epoch = 0
+        self._uploaded_epoch: int | None = None
+        self._last_upload = -math.inf
 
     # --- store side ----------------------------------------------------------------------
 
@@ -59,7 +166,7 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError(f"{uri}: unreadable checkpoint pointer ({error})") from None
 
     def pull(self) -> dict | None:
-        """Replace the working copy with the store's latest backup; return its pointer."""
+        """Replace the working copy with the store's latest checkpoint; return its pointer."""
         shutil.rmtree(self.local_dir, ignore_errors=True)
         self.local_dir.mkdir(parents=True)
         pointer = self.latest()
@@ -75,66 +182,100 @@ class StoreBackupAndRestore(keras.callbacks.BackupAndRestore):
         for name in pointer["files"]:
             source = storage.join(self.store_dir, pointer["folder"], name)
             storage.download_file(source, self.local_dir / name)
-        saved = json.loads((self.local_dir / HISTORY_FILE).read_text())
-        for key in self.history:
-            self.history[key][:] = saved.get(key, [])
         return pointer
 
     def push(self, done: bool = False) -> None:
         """Upload the working copy, then switch LATEST to it, then drop the previous copy."""
-        (self.local_dir / HISTORY_FILE).write_text(json.dumps(self.history))
         previous = self.latest()
-        epoch = self._current_epoch
-        folder = f"state-{epoch:04d}-{uuid.uuid4().hex[:8]}"
+        folder = f"state-{self.epoch:04d}-{uuid.uuid4().hex[:8]}"
         files = sorted(p.name for p in self.local_dir.iterdir() if p.is_file())
         for name in files:
             storage.upload_file(self.local_dir / name, storage.join(self.store_dir, folder, name))
-        pointer = {"epoch": epoch, "folder": folder, "files": files, "done": done}
+        pointer = {"epoch": self.epoch, "folder": folder, "files": files, "done": done}
         pointer["extra"] = self.extra
         storage.write_text(storage.join(self.store_dir, LATEST), json.dumps(pointer, indent=2))
         if previous and previous["folder"] != folder:
             for name in previous["files"]:
                 storage.delete(storage.join(self.store_dir, previous["folder"], name))
-        log.info("checkpoint_saved", uri=self.store_dir, epoch=epoch, done=done)
+        self._uploaded_epoch, self._last_upload = self.epoch, time.monotonic()
+        log.info("checkpoint_saved", uri=self.store_dir, epoch=self.epoch, done=done)
+
+    # --- local side ----------------------------------------------------------------------
+
+    def restore(self) -> Restored | None:
+        """Load the store's latest checkpoint into the model and the callbacks (before fit).
+
+        The model must be compiled: the optimizer's state is part of the weights file.
+        """
+        pointer = self.pull()
+        if pointer is None:
+            return None
+        state = json.loads((self.local_dir / STATE_FILE).read_text())
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.local_dir / WEIGHTS_FILE)
+        for key in self.history:
+            self.history[key][:] = state["history"].get(key, [])
+        for name, callback in self.resumables.items():
+            callback.restored = state["callbacks"].get(name, {})
+        best = self.local_dir / BEST_WEIGHTS_FILE
+        early = next(
+            (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping)), None
+        )
+        if early is not None and best.exists():
+            with np.load(best) as saved:
+                early.restored_best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+        self.epoch = self._uploaded_epoch = int(pointer["epoch"])
+        log.info("checkpoint_restored", uri=self.store_dir, epoch=self.epoch, done=pointer["done"])
+        return Restored(self.epoch, bool(pointer["done"]), bool(state.get("stopped")))
+
+    def write_local(self, stopped: bool) -> None:
+        """Write the whole training state into the working folder."""
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(self.local_dir / WEIGHTS_FILE, overwrite=True)
+        best = self.local_dir / BEST_WEIGHTS_FILE
+        early = next(
+            (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping)), None
+        )
+        if early is not None and early.best_weights is not None:
+            tmp = best.with_suffix(".tmp.npz")
+            np.savez(tmp, **{f"w{i}": w for i, w in enumerate(early.best_weights)})
+            tmp.replace(best)
+        else:
+            best.unlink(missing_ok=True)
+        state = {
+            "epoch": self.epoch,
+            "stopped": stopped,
+            "callbacks": {name: c.state() for name, c in self.resumables.items()},
+            "history": self.history,
+        }
+        (self.local_dir / STATE_FILE).write_text(json.dumps(state))
+
+    def flush(self) -> None:
+        """Upload the newest epoch-end state if the store does not have it yet (on SIGTERM)."""
+        if self.epoch and self._uploaded_epoch != self.epoch and not self.flags.diverged:
+            self.push()
 
     # --- Keras hooks -----------------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
-        """Pull the store's latest backup into the working copy, then let Keras restore it."""
-        pointer = self.pull()
-        super().on_train_begin(logs)
-        if pointer is not None:
-            self.resumed_epoch = int(pointer["epoch"])
-            self._current_epoch = self.resumed_epoch
-            log.info("checkpoint_restored", uri=self.store_dir, epoch=self.resumed_epoch)
-
-    def _save_model(self):
-        if getattr(self.model, "_diverged", False):
+    def on_epoch_end(self, epoch, logs=None):
+        """Write the state; upload it unless an upload happened less than min_interval ago."""
+        if self.flags.diverged:
             # Diverged weights must not become the state every retry resumes from.
             log.warning("checkpoint_skipped_diverged", uri=self.store_dir)
             return
-        super()._save_model()
-        self.push()
-
-    def save_now(self) -> None:
-        """Save the current weights at once (the running epoch will be repeated on resume)."""
-        self._save_model()
+        self.epoch = epoch + 1
+        self.write_local(stopped=bool(self.model.stop_training))
+        if time.monotonic() - self._last_upload >= self.min_interval:
+            self.push()
 
     def on_train_end(self, logs=None):
         """Save the final weights and mark the phase done (not after SIGTERM or NaN)."""
-        if self.model.stop_training and getattr(self.model, "_interrupted", False):
+        if self.flags.interrupted or self.flags.diverged:
             return
         # Final weights (after early stopping restored the best ones) mark the phase done.
-        super()._save_model()
+        self.write_local(stopped=True)
         self.push(done=True)
-
-
-def clear(checkpoint_dir: str) -> None:
-    """Delete every checkpoint object below `checkpoint_dir` (after a successful run)."""
-    for uri in storage.list_uris(checkpoint_dir):
-        storage.delete(uri)
-    if not storage.is_gcs(checkpoint_dir):
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 class Preemption:
@@ -166,11 +307,12 @@ class Preemption:
 
 
 class PreemptionGuard(keras.callbacks.Callback):
-    """On SIGTERM: save a checkpoint after the running batch, then stop."""
+    """On SIGTERM: upload the newest epoch-end state after the running batch, then stop."""
 
-    def __init__(self, preemption: Preemption, backup: StoreBackupAndRestore | None):
+    def __init__(self, preemption: Preemption, flags: RunFlags, backup: StoreCheckpoint | None):
         super().__init__()
         self.preemption = preemption
+        self.flags = flags
         self.backup = backup
 
     def on_train_begin(self, logs=None):
@@ -181,10 +323,10 @@ class PreemptionGuard(keras.callbacks.Callback):
         """Act on a pending SIGTERM."""
         if not self.preemption.requested:
             return
-        self.model._interrupted = True
+        self.flags.interrupted = True
         self.model.stop_training = True
         if self.backup is not None:
-            self.backup.save_now()
+            self.backup.flush()
         raise TrainingInterrupted("SIGTERM: checkpoint saved, stopping for a retry")
 
     def on_test_batch_end(self, batch, logs=None):

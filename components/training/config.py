@@ -28,6 +28,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-5  # phase-two learning rate
     seed: int = 42  # seeds Python, NumPy, TensorFlow, shuffling and augmentation
     checkpoint_dir: str | None = None  # store URI or folder for resume; None = no resume
+    checkpoint_interval: float = 0.0  # seconds between checkpoint uploads (0: every epoch)
     cache_dir: str | None = None  # local scratch: shards, weights, features; None: a temp dir
     patience: int = 4  # early stopping: epochs without val_loss improvement
     lr_decay_patience: int = 2  # epochs without val_loss improvement before the LR drops 3x; 0 off
@@ -73,6 +74,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.cache_ram_mb < 0:
             raise ValueError(f"cache_ram_mb must be >= 0, got {self.cache_ram_mb}")
+        if self.checkpoint_interval < 0:
+            raise ValueError(f"checkpoint_interval must be >= 0, got {self.checkpoint_interval}")
         if self.augmentation < 0:
             raise ValueError(f"augmentation must be >= 0, got {self.augmentation}")
         if self.fine_tune_epochs < 0 or self.patience < 0 or self.lr_decay_patience < 0:

@@ -9,6 +9,7 @@ disk, are streamed uncached. The shuffle buffer is capped in bytes as well as in
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 from components.common.dataset import IMAGE_KEY, LABEL_KEY, DataError, Manifest, fetch_split
@@ -59,15 +60,51 @@ def decoded(paths: list[Path], manifest: Manifest, count: int):
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
-def batched(dataset, batch_size: int, *, training: bool, seed: int, shuffle_buffer: int):
-    """Shuffle (seeded, training only, at most SHUFFLE_BYTES of images), batch and prefetch."""
+def batched(dataset, batch_size: int):
+    """Batch and prefetch, in order (validation and test); load_splits has cached the images."""
     import tensorflow as tf
 
-    if training:
-        image_bytes = max(1, math.prod(dataset.element_spec[0].shape))
-        buffer = max(1, min(shuffle_buffer, SHUFFLE_BYTES // image_bytes))
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def capped_shuffle_buffer(dataset, shuffle_buffer: int) -> int:
+    """`shuffle_buffer` images, but at most SHUFFLE_BYTES of them (for image datasets)."""
+    shape = dataset.element_spec[0].shape
+    if shape.rank is None or shape.rank < 1 or not shape.is_fully_defined():
+        return shuffle_buffer
+    return max(1, min(shuffle_buffer, SHUFFLE_BYTES // max(1, math.prod(shape))))
+
+
+def epoch_seed(seed: int, epoch):
+    """The shuffle seed of one epoch: a function of the run's seed and the epoch number only."""
+    return seed * 1_000_003 + epoch
+
+
+def per_epoch(dataset, batch_size: int, *, seed: int, shuffle_buffer: int, first: int, end: int,
+              then=None):  # fmt: skip
+    """Training batches for epochs `first` .. `end - 1`, each epoch shuffled by its own seed.
+
+    Epoch k's order does not depend on how many epochs this process ran before it, so a run
+    resumed at epoch k sees the batches an uninterrupted run would. `then` maps each batch
+    (e.g. decoding). Feed it to fit with `steps_per_epoch = steps(count, batch_size)`.
+    """
+    import tensorflow as tf
+
+    buffer = capped_shuffle_buffer(dataset, shuffle_buffer)
+
+    def one_epoch(epoch):
+        shuffled = dataset.shuffle(
+            buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False
+        ).batch(batch_size)
+        return shuffled if then is None else shuffled.map(then, num_parallel_calls=tf.data.AUTOTUNE)
+
+    epochs = tf.data.Dataset.range(first, max(first, end))
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def steps(count: int, batch_size: int) -> int:
+    """Batches in one epoch of `count` images."""
+    return -(-count // batch_size)
 
 
 def cache_plan(manifest: Manifest, ram_budget_bytes: int | None) -> dict[str, str]:
@@ -101,9 +138,12 @@ def load_splits(
         if plan[split] == "memory":
             dataset = dataset.cache()
         elif plan[split] == "file":
+            # A folder of this process: a killed run's partial cache (and its lock file) is
+            # never reused.
             folder = Path(cache_dir) / "decoded" / manifest.name / manifest.version
             folder.mkdir(parents=True, exist_ok=True)
-            dataset = dataset.cache(str(folder / split))
+            own = Path(tempfile.mkdtemp(prefix=f"{split}-", dir=folder))
+            dataset = dataset.cache(str(own / split))
         splits[split] = dataset
     return splits
 

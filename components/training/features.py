@@ -80,8 +80,8 @@ def extract(feature_model, dataset, folder: Path, split: str, dtype: str, preemp
     return FeatureFile(path, labels_array, tuple(shape), dtype)
 
 
-def feature_dataset(feature_file: FeatureFile, batch_size: int, *, training: bool, seed: int):
-    """Stream (features, label) batches from a feature file; shuffled when training."""
+def _records(feature_file: FeatureFile):
+    """(raw record, label) pairs of a feature file, and the function that decodes a batch."""
     import tensorflow as tf
 
     shape, dtype = list(feature_file.shape), tf.as_dtype(feature_file.dtype)
@@ -92,13 +92,39 @@ def feature_dataset(feature_file: FeatureFile, batch_size: int, *, training: boo
     dataset = tf.data.Dataset.zip((records, labels)).apply(
         tf.data.experimental.assert_cardinality(len(feature_file.labels))
     )
-    if training:
-        buffer = max(1, min(len(feature_file.labels), SHUFFLE_BYTES // feature_file.record_bytes))
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
     def decode(raw, label):
         features = tf.reshape(tf.io.decode_raw(raw, dtype), [-1, *shape])
         return tf.cast(features, tf.float32), label
 
+    return dataset, decode
+
+
+def shuffle_buffer(feature_file: FeatureFile) -> int:
+    """Records in the shuffle buffer: all of them, up to SHUFFLE_BYTES."""
+    return max(1, min(len(feature_file.labels), SHUFFLE_BYTES // feature_file.record_bytes))
+
+
+def feature_dataset(feature_file: FeatureFile, batch_size: int):
+    """Stream (features, label) batches from a feature file in order (validation)."""
+    import tensorflow as tf
+
+    dataset, decode = _records(feature_file)
     dataset = dataset.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def feature_epochs(feature_file: FeatureFile, batch_size: int, *, seed: int, first: int, end: int):
+    """Shuffled training batches of epochs `first` .. `end - 1` (see data.per_epoch)."""
+    from components.training import data
+
+    dataset, decode = _records(feature_file)
+    return data.per_epoch(
+        dataset,
+        batch_size,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer(feature_file),
+        first=first,
+        end=end,
+        then=decode,
+    )

@@ -52,6 +52,8 @@ def write_all(
     """Stage every output, then move them into `output_dir` (metrics.json last)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".staging-*"):  # left by a run killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

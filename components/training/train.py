@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ from components.common.dataset import DataError, Manifest, load_manifest
 from components.common.digest import json_digest
 from components.common.logging import get_logger, step
 from components.training import checkpoint, data, device, evaluate, features, outputs
-from components.training.callbacks import EpochRecorder, NaNGuard, StopAtAccuracy, empty_history
+from components.training.callbacks import (
+    EpochRecorder,
+    EpochSeeds,
+    NaNGuard,
+    StopAtAccuracy,
+    empty_history,
+)
 from components.training.config import TrainConfig, TrainResult
 from components.training.models import MODELS, build_seed_cnn, build_transfer, unfreeze_from
 from components.training.resources import make_optimizer, resolve_weights, scratch
@@ -51,7 +58,7 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
         "dense_units": config.dense_units,
         "dropout_rate": config.dropout_rate,
     }
-    if config.model == "seed_cnn":
+    if not MODELS[config.model].is_transfer:
         return build_seed_cnn(**common)
     built = build_transfer(
         **common, weights=weights, cut_layer=config.cut_layer, model=config.model
@@ -66,10 +73,38 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     return built
 
 
-def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr: float) -> None:
-    """Compile and fit one phase with every callback; resume it from its checkpoint."""
-    import keras
+@dataclass(frozen=True)
+class PhaseData:
+    """One phase's data: training batches for any epoch range, and the validation batches."""
 
+    train: Callable[[int, int], Any]  # (first epoch, end epoch) -> per-epoch shuffled batches
+    steps: int  # batches per epoch
+    validation: Any = None
+
+
+def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFlags):
+    """The callbacks of one phase; the resumable ones by name (their state is checkpointed)."""
+    config = ctx.config
+    offset = sum(1 for p in ctx.history["phase"] if p != phase)
+    recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
+    nan_guard = NaNGuard(flags)
+    callbacks: list[Any] = [EpochSeeds(config.seed), recorder, nan_guard]
+    if config.target_accuracy is not None:
+        callbacks.append(StopAtAccuracy(config.target_accuracy))
+    resumables: dict[str, checkpoint.Resumable] = {}
+    if config.lr_decay_patience:
+        resumables["reduce_lr"] = checkpoint.ResumableReduceLROnPlateau(
+            monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
+        )
+    if config.patience:
+        resumables["early_stopping"] = checkpoint.ResumableEarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    return [*callbacks, *resumables.values()], resumables, nan_guard
+
+
+def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, lr: float) -> None:
+    """Compile and fit one phase with every callback; resume it exactly from its checkpoint."""
     config = ctx.config
     model.compile(
         optimizer=make_optimizer(config.optimizer, lr),
@@ -77,62 +112,48 @@ def fit_phase(ctx: Context, model, phase: str, train_ds, val_ds, epochs: int, lr
         metrics=["accuracy"],
         jit_compile=ctx.runtime.jit_compile,
     )
-    offset = sum(1 for p in ctx.history["phase"] if p != phase)
-    recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
-    nan_guard = NaNGuard()
-    callbacks: list[Any] = [recorder, nan_guard]
-    if config.target_accuracy is not None:
-        callbacks.append(StopAtAccuracy(config.target_accuracy))
-    if config.lr_decay_patience:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
-            )
-        )
-    if config.patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-        )
-    backup = None
+    flags = checkpoint.RunFlags()
+    callbacks, resumables, nan_guard = phase_callbacks(ctx, phase, lr, flags)
+    backup, first, end = None, 0, epochs
     if config.checkpoint_dir:
-        extra = {
-            "model": config.model,
-            "num_classes": ctx.manifest.num_classes,
-            "input_size": config.resolved_input_size,
-            "dataset_version": ctx.manifest.version,
-        }
-        backup = checkpoint.StoreBackupAndRestore(
+        backup = checkpoint.StoreCheckpoint(
             storage.join(config.checkpoint_dir, phase),
             ctx.cache / "checkpoints" / json_digest(config.checkpoint_dir)[:12] / phase,
-            ctx.history,
-            extra,
+            history=ctx.history,
+            extra={
+                "model": config.model,
+                "num_classes": ctx.manifest.num_classes,
+                "input_size": config.resolved_input_size,
+                "dataset_version": ctx.manifest.version,
+            },
+            flags=flags,
+            resumables=resumables,
+            min_interval=config.checkpoint_interval,
         )
-        pointer = backup.latest()
-        if pointer is not None and pointer.get("done"):
-            backup.pull()
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(backup.local_dir / "latest.weights.h5")
+        backup.set_model(model)
+        restored = backup.restore()
+        if restored is not None:
             ctx.resumed = True
-            log.info("phase_already_done", phase=phase, epochs=int(pointer["epoch"]))
-            return
+            if restored.done:
+                # A finished phase is restored, not retrained: a kill after training (before or
+                # after the outputs were written) costs no epoch.
+                log.info("phase_already_done", phase=phase, epochs=restored.epoch)
+                return
+            first = restored.epoch
+            # Stopped early at that epoch: fit runs no epoch, but still ends the phase (early
+            # stopping restores its best weights; the checkpoint is marked done).
+            end = first if restored.stopped else epochs
         callbacks.append(backup)
-    callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, backup))
-    model._initial_epoch = None
-    model._interrupted = False
-    model._diverged = False
+    callbacks.append(checkpoint.PreemptionGuard(ctx.preemption, flags, backup))
     model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
+        batches.train(first, end),
+        validation_data=batches.validation,
+        initial_epoch=first,
+        epochs=end,
+        steps_per_epoch=batches.steps,
         callbacks=callbacks,
         verbose=0,
-        shuffle=False,
     )
-    model._initial_epoch = None
-    if backup is not None and backup.resumed_epoch:
-        ctx.resumed = True
     nan_guard.check(lr)
 
 
@@ -146,72 +167,90 @@ def phase_done(ctx: Context, phase: str) -> bool:
     return bool(json.loads(storage.read_text(pointer_uri)).get("done"))
 
 
+def image_batches(ctx: Context, splits: dict) -> PhaseData:
+    """Decoded images (cached within the RAM budget), shuffled per epoch for training."""
+    config = ctx.config
+    train_images = splits["train"]
+
+    def train(first: int, end: int):
+        return data.per_epoch(
+            train_images,
+            config.batch_size,
+            seed=config.seed,
+            shuffle_buffer=config.shuffle_buffer,
+            first=first,
+            end=end,
+        )
+
+    count = ctx.manifest.splits["train"].count
+    return PhaseData(
+        train,
+        data.steps(count, config.batch_size),
+        data.batched(splits["validation"], config.batch_size),
+    )
+
+
+def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
+    """Run the frozen backbone once over train and validation; batches of its features."""
+    config = ctx.config
+    started = time.perf_counter()
+    facts = {
+        "dataset": ctx.manifest.version,
+        "model": config.model,
+        "weights": ctx.weights_sha256,
+        "input_size": config.resolved_input_size,
+        "cut": config.cut_layer,
+        "dtype": config.feature_dtype,
+        "seed": config.seed,
+    }
+    folder = ctx.cache / "features" / features.cache_key(**facts)
+    inference_batch = min(config.batch_size, INFERENCE_BATCH)
+    files = {
+        split: features.extract(
+            built.features,
+            data.batched(splits[split], inference_batch),
+            folder,
+            split,
+            config.feature_dtype,
+            ctx.preemption,
+        )
+        for split in ("train", "validation")
+    }
+    ctx.feature_seconds = time.perf_counter() - started
+    log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
+
+    def train(first: int, end: int):
+        return features.feature_epochs(
+            files["train"], config.batch_size, seed=config.seed, first=first, end=end
+        )
+
+    return PhaseData(
+        train,
+        data.steps(len(files["train"].labels), config.batch_size),
+        features.feature_dataset(files["validation"], config.batch_size),
+    )
+
+
 def train(ctx: Context, built, splits: dict) -> Any:
     """Run the head phase (on cached features when possible), then optional fine-tuning."""
     config = ctx.config
-    batch = config.batch_size
-
-    def raw(split: str, training: bool = False, batch_size: int = batch):
-        return data.batched(
-            splits[split],
-            batch_size,
-            training=training,
-            seed=config.seed,
-            shuffle_buffer=config.shuffle_buffer,
-        )
-
-    if config.model == "seed_cnn":
+    spec = MODELS[config.model]
+    if not spec.is_transfer:
         fit_phase(
-            ctx,
-            built,
-            "head",
-            raw("train", True),
-            raw("validation"),
-            config.epochs,
-            config.learning_rate,
+            ctx, built, "head", image_batches(ctx, splits), config.epochs, config.learning_rate
         )
         return built
-    if config.feature_cache and config.augmentation == 0 and phase_done(ctx, "head"):
+    on_features = config.feature_cache and config.augmentation == 0
+    if on_features and phase_done(ctx, "head"):
         # Resuming after the head phase: its weights are in the checkpoint, no features needed.
-        fit_phase(ctx, built.head, "head", None, None, config.epochs, config.learning_rate)
-    elif config.feature_cache and config.augmentation == 0:
-        started = time.perf_counter()
-        facts = {
-            "dataset": ctx.manifest.version,
-            "model": config.model,
-            "weights": ctx.weights_sha256,
-            "input_size": config.resolved_input_size,
-            "cut": config.cut_layer,
-            "dtype": config.feature_dtype,
-            "seed": config.seed,
-        }
-        folder = ctx.cache / "features" / features.cache_key(**facts)
-        files = {
-            split: features.extract(
-                built.features,
-                raw(split, batch_size=min(batch, INFERENCE_BATCH)),
-                folder,
-                split,
-                config.feature_dtype,
-                ctx.preemption,
-            )
-            for split in ("train", "validation")
-        }
-        ctx.feature_seconds = time.perf_counter() - started
-        log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
-        train_ds = features.feature_dataset(files["train"], batch, training=True, seed=config.seed)
-        val_ds = features.feature_dataset(files["validation"], batch, training=False, seed=0)
-        fit_phase(ctx, built.head, "head", train_ds, val_ds, config.epochs, config.learning_rate)
+        nothing = PhaseData(lambda first, end: None, 0)
+        fit_phase(ctx, built.head, "head", nothing, config.epochs, config.learning_rate)
+    elif on_features:
+        batches = feature_batches(ctx, built, splits)
+        fit_phase(ctx, built.head, "head", batches, config.epochs, config.learning_rate)
     else:
-        fit_phase(
-            ctx,
-            built.full,
-            "head",
-            raw("train", True),
-            raw("validation"),
-            config.epochs,
-            config.learning_rate,
-        )
+        batches = image_batches(ctx, splits)
+        fit_phase(ctx, built.full, "head", batches, config.epochs, config.learning_rate)
     if config.fine_tunes:
         trainable = unfreeze_from(built.backbone, config.fine_tune_from)
         log.info("fine_tune_start", first_layer=config.fine_tune_from, backbone_trainable=trainable)
@@ -219,8 +258,7 @@ def train(ctx: Context, built, splits: dict) -> Any:
             ctx,
             built.full,
             "fine_tune",
-            raw("train", True),
-            raw("validation"),
+            image_batches(ctx, splits),
             config.fine_tune_epochs,
             config.fine_tune_learning_rate,
         )
@@ -256,13 +294,7 @@ def run(config: TrainConfig) -> TrainResult:
                     model = train(ctx, built, splits)
             finally:
                 preemption.uninstall()
-            test_ds = data.batched(
-                splits["test"],
-                min(config.batch_size, INFERENCE_BATCH),
-                training=False,
-                seed=0,
-                shuffle_buffer=1,
-            )
+            test_ds = data.batched(splits["test"], min(config.batch_size, INFERENCE_BATCH))
             result = evaluate.scores(*evaluate.predict(model, test_ds), manifest.class_names)
         history = ctx.history
         epoch_seconds = sum(history["epoch_seconds"])
@@ -291,6 +323,8 @@ def run(config: TrainConfig) -> TrainResult:
             "input_size": config.resolved_input_size,
             "seed": config.seed,
             "resumed": ctx.resumed,
+            # Kept until the consumer of these outputs releases it (common.checkpoints).
+            "checkpoint_dir": config.checkpoint_dir,
             "per_class": result.per_class,
             "confusion_matrix": result.confusion.tolist(),
         }
@@ -303,8 +337,6 @@ def run(config: TrainConfig) -> TrainResult:
             misclassified=result.misclassified,
             config=config.to_dict(),
         )
-        if config.checkpoint_dir:
-            checkpoint.clear(config.checkpoint_dir)
         figures.update(
             test_accuracy=round(result.accuracy, 4),
             epochs_run=metrics["epochs_run"],
