@@ -12,6 +12,7 @@ STORE ?= $(CURDIR)/store
 SOURCE ?= auto
 DATASET ?= fashion_mnist
 LIMIT ?=
+IMAGE_SIZE ?=
 PYTEST_ARGS ?=
 
 # Container images: make images / make push build and push them, make compile bakes these names
@@ -73,6 +74,7 @@ CRON ?= 0 3 * * 1
 PACKAGE ?= transfer-learning.pipeline.yaml
 PIPELINE_PARAMS = --source '$(SOURCE)' --weights '$(WEIGHTS)' --param 'dataset_name=$(DATASET)' \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--param 'limit=$(LIMIT)') \
+	$(if $(IMAGE_SIZE),--param 'image_size=$(IMAGE_SIZE)') \
 	$(foreach param,$(PARAMS),--param '$(param)')
 # Only a gs:// store is baked into what runs on the cluster; a local folder is for kfp.local.
 CLUSTER_STORE = $(if $(filter gs://%,$(STORE)),--store '$(STORE)')
@@ -84,7 +86,7 @@ ENDPOINT = --host '$(HOST)' --experiment '$(EXPERIMENT)'
 
 .PHONY: local compile submit schedule runs
 
-run: $(STAMP) ## Run the whole pipeline here with kfp.local (PROFILE, STORE, SOURCE, WEIGHTS, EPOCHS, PARAMS)
+run: $(STAMP) ## Run the whole pipeline here with kfp.local (PROFILE, STORE, SOURCE, WEIGHTS, EPOCHS, IMAGE_SIZE, PARAMS)
 	$(PY) -m pipelines run --profile '$(PROFILE)' --store '$(STORE)' $(PIPELINE_PARAMS)
 
 local: $(STAMP) ## Run it in the project images with kfp.local's DockerRunner (make images first)

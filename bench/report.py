@@ -186,6 +186,10 @@ def write_report(results_dir: Path, report: Path) -> None:
                 [[name, value] for name, value in baselines if "Conv" in name][:8],
             )
         )
+    from bench.bench_photos import render_section  # photo results live in results/photos/
+
+    for path in sorted((Path(results_dir) / "photos").glob("*.json")):
+        parts.append(render_section(json.loads(path.read_text())))
     parts.append(GOAL_NOTES)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("".join(parts))

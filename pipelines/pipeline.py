@@ -189,6 +189,7 @@ def build_pipeline(
         dataset_name: str = PREP["dataset_name"],
         limit: int = PREP["limit"],
         val_fraction: float = PREP["val_fraction"],
+        image_size: str = "auto",
         weights_url: str = WEIGHTS["weights_url"],
         weights_sha256: str = WEIGHTS["sha256"],
         weights_md5: str = WEIGHTS["md5"],
@@ -215,6 +216,8 @@ def build_pipeline(
 
         store: gs://bucket/prefix (or a local folder in kfp.local) for datasets, weights,
             checkpoints and the champion file. limit: images per source split, 0 = all.
+        image_size: photo folders only; "auto" keeps uniform sizes and centre-crops mixed ones
+            to 150x150, "HxW" or "N" centre-crops every image to that size.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
         source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
@@ -233,6 +236,7 @@ def build_pipeline(
             limit=limit,
             val_fraction=val_fraction,
             seed=seed,
+            image_size=image_size,
         )
         fetched = task(
             "weights",

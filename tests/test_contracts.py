@@ -43,6 +43,7 @@ PIPELINE = {
     "dataset_name": [(PrepConfig, "dataset_name", None), (CompareConfig, "dataset_name", None)],
     "limit": [(PrepConfig, "limit", None)],
     "val_fraction": [(PrepConfig, "val_fraction", None)],
+    "image_size": [(PrepConfig, "image_size", None)],
     "weights_url": [(WeightsConfig, "weights_url", None)],
     "weights_sha256": [(WeightsConfig, "sha256", None)],
     "weights_md5": [(WeightsConfig, "md5", None)],
@@ -82,6 +83,15 @@ def parameters(component) -> dict:
     }
 
 
+def kfp_form(config: type, name: str, default):
+    """(KFP type, default as the config holds it) of a field: a tuple travels as its text."""
+    kind = field_types(config)[name]
+    if kind in KFP_TYPES:
+        return KFP_TYPES[kind], default
+    parse = {item.name: item for item in dataclasses.fields(config)}[name].metadata["parse"]
+    return "String", parse(default) if isinstance(default, str) else default
+
+
 def drift(component, config: type, own: set[str] = frozenset()) -> list[str]:
     """How a component's parameters differ from its config's fields (names, types, defaults)."""
     types, values = field_types(config), defaults(config)
@@ -91,9 +101,11 @@ def drift(component, config: type, own: set[str] = frozenset()) -> list[str]:
             continue
         if name not in types:
             problems.append(f"{name}: not a {config.__name__} field")
-        elif kind != KFP_TYPES[types[name]]:
+            continue
+        want_kind, parsed = kfp_form(config, name, default)
+        if kind != want_kind:
             problems.append(f"{name}: {kind} vs {types[name].__name__}")
-        elif optional and default != values[name]:
+        elif optional and parsed != values[name]:
             problems.append(f"{name}: default {default!r} vs {values[name]!r}")
     return problems
 
@@ -125,9 +137,10 @@ def test_pipeline_parameters_match_the_step_configs():
     for name, targets in PIPELINE.items():
         kind, default, _ = params[name]
         for config, field_name, model in targets:
-            assert kind == KFP_TYPES[field_types(config)[field_name]], name
+            want_kind, parsed = kfp_form(config, field_name, default)
+            assert kind == want_kind, name
             expected = expected_default(config, field_name, model)
-            assert default == expected, f"pipeline {name}={default!r}, {field_name}={expected!r}"
+            assert parsed == expected, f"pipeline {name}={default!r}, {field_name}={expected!r}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.__name__)

@@ -147,9 +147,11 @@ def test_train_and_test_classes_differ(tmp_path: Path):
     prep_fails(tree, tmp_path / "store", r"different classes .*only in train: \['dog'\]")
 
 
-def test_mixed_sizes_need_image_size(image_tree: Path, tmp_path: Path):
+def test_mixed_sizes_are_resized_without_a_flag(image_tree: Path, tmp_path: Path):
     Image.new("L", (7, 7)).save(image_tree / "train" / "dog" / "big.png")
-    prep_fails(image_tree, tmp_path / "store", r"big\.png: size 7x7 differs .*--image-size")
+    auto = run(PrepConfig(store=str(tmp_path / "auto"), source=str(image_tree)))
+    assert auto.manifest.image_shape == (150, 150, 1)
+    assert auto.manifest.preprocessing["resize"] == "centre_crop"
     ok = run(PrepConfig(store=str(tmp_path / "ok"), source=str(image_tree), image_size=(4, 4)))
     assert ok.manifest.image_shape == (4, 4, 1)
 
@@ -272,12 +274,6 @@ def test_bad_image_inside_archive_is_named_by_its_place_in_the_archive(tmp_path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tree, arcname=".")
     prep_fails(archive, tmp_path / "store", rf"^{archive}/train/dog/3\.png: zero-byte image$")
-
-
-def test_sixteen_bit_images_are_refused_not_clipped(image_tree: Path, tmp_path: Path):
-    wide = np.full((5, 6), 40000, dtype=np.uint16)
-    Image.fromarray(wide).save(image_tree / "train" / "cat" / "0.png")
-    prep_fails(image_tree, tmp_path / "store", r"train/cat/0\.png: I;16 pixels .* not supported")
 
 
 def test_gzip_with_trailing_member_is_refused(idx_source: Path, tmp_path: Path):

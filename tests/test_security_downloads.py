@@ -206,7 +206,9 @@ def test_oversized_download_is_refused_at_once_and_leaves_nothing(http_server, t
 def test_weights_step_passes_its_size_cap_to_the_download(http_server, tmp_path, h5_body):
     url = http_server.add("/w.h5", h5_body)
     policy = dataclasses.replace(FAST, max_bytes=len(h5_body) - 1)
-    config = WeightsConfig(store=str(tmp_path / "store"), weights_url=url, md5="0" * 32, retry=policy)
+    config = WeightsConfig(
+        store=str(tmp_path / "store"), weights_url=url, md5="0" * 32, retry=policy
+    )
     with pytest.raises(DownloadError, match="more than the download limit"):
         weights_run(dataclasses.replace(config, use_keras_cache=False))
     assert storage.list_uris(str(tmp_path / "store")) == []
@@ -277,7 +279,9 @@ def test_auth_header_goes_only_to_its_listed_host(http_server, tmp_path, monkeyp
 def test_non_hdf5_error_names_the_type_never_the_bytes(tmp_path):
     secret_file = tmp_path / "env.h5"
     secret_file.write_bytes(b"API_KEY=sk-live-0123456789abcdef\nDB_PASSWORD=hunter2\n")
-    config = WeightsConfig(store=str(tmp_path / "store"), weights_url=str(secret_file), md5="0" * 32)
+    config = WeightsConfig(
+        store=str(tmp_path / "store"), weights_url=str(secret_file), md5="0" * 32
+    )
     with pytest.raises(DataError, match=r"not an HDF5 weights file \(\d+ bytes, looks like text\)"):
         weights_run(dataclasses.replace(config, use_keras_cache=False))
     gz = tmp_path / "gz.h5"

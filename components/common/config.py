@@ -137,14 +137,3 @@ def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
 def names(text: str) -> tuple[str, ...]:
     """Parse `a,b,c` into a tuple of names (empty text: ())."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def size_pair(text: str) -> tuple[int, ...]:
-    """Parse `HxW` (or a single `N` for a square) into (height, width); empty text: ()."""
-    if not text:
-        return ()
-    height, _, width = text.lower().partition("x")
-    try:
-        return int(height), int(width or height)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW or N, got {text!r}") from None

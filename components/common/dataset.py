@@ -5,8 +5,11 @@ A dataset lives at `<store>/datasets/<name>/<version>/`:
     train-00000-of-00006.tfrecord ...  validation-... test-...
     manifest.json                      written last: no manifest, no dataset
 
-Each TFRecord record is a `tf.train.Example` with `image` (raw uint8 bytes, H*W*C, row-major,
-at the dataset's native size) and `label` (int64 index into `class_names`).
+Each TFRecord record is a `tf.train.Example` with `image` and `label` (int64 index into
+`class_names`). `image` holds H*W*C uint8 bytes, row-major, when the manifest's `image_encoding`
+is `raw` (the default, and what manifests without the field mean), else a PNG or JPEG file of
+the same H, W and C. `preprocessing` says how the images were sized (kept or centre-cropped);
+`warnings` lists class-balance concerns found at prep time.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
+IMAGE_ENCODINGS = ("raw", "png", "jpeg")
 
 
 class DataError(ValueError):
@@ -67,6 +71,9 @@ class Manifest:
     created_at: str
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    image_encoding: str = "raw"  # raw, png or jpeg (see the module docstring)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # resize policy, size, ...
+    warnings: tuple[str, ...] = ()  # tiny classes, strong imbalance
 
     @property
     def num_classes(self) -> int:
@@ -111,6 +118,9 @@ class Manifest:
                 created_at=raw["created_at"],
                 format_version=raw["format_version"],
                 extra=dict(raw.get("extra", {})),
+                image_encoding=str(raw.get("image_encoding", "raw")),
+                preprocessing=dict(raw.get("preprocessing", {})),
+                warnings=tuple(str(w) for w in raw.get("warnings", ())),
             )
         except DataError:
             raise
@@ -124,6 +134,8 @@ class Manifest:
         if len(manifest.image_shape) != 3 or manifest.channels not in (1, 3):
             raise DataError(f"{origin}: bad image_shape {manifest.image_shape}")
         _check_names(manifest, origin)
+        if manifest.image_encoding not in IMAGE_ENCODINGS:
+            raise DataError(f"{origin}: unknown image_encoding {manifest.image_encoding!r}")
         return manifest
 
 

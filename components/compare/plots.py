@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import matplotlib
 
@@ -23,6 +24,30 @@ DPI = 100
 COLOURS = {Role.CNN: "#1f77b4", Role.TRANSFER: "#d62728"}
 GRID_COLUMNS = 6
 GRID_MAX = 36
+ANNOTATE_MAX = 20  # confusion cells carry their value up to this many classes
+TICKS_MAX = 40  # class names on the confusion axes: all up to this many, then every k-th
+MATRIX_MAX_INCHES = 12.0  # each confusion matrix stays at most this wide (a heat map beyond)
+BARS_MAX = 30  # per-class accuracy: every class up to this many, then the worst BARS_MAX
+NAME_CHARS = 24  # class names longer than this are shortened in figures
+
+
+def short(name: str, limit: int = NAME_CHARS) -> str:
+    """A class name cut to `limit` characters (with an ellipsis) for axis labels and titles."""
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def worst_classes(cnn: RunOutputs, transfer: RunOutputs, count: int) -> np.ndarray:
+    """Indices of the `count` classes with the lowest mean accuracy over both models.
+
+    Classes without test images (NaN) come last; ties keep class order.
+    """
+    rows = [run.per_class_accuracy() for run in (cnn, transfer)]
+    stacked = np.vstack([r for r in rows if r is not None] or [np.zeros(len(cnn.class_names))])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nanmean(stacked, axis=0)
+    order = np.lexsort((np.arange(len(mean)), np.where(np.isnan(mean), np.inf, mean)))
+    return order[:count]
 
 
 def to_png(figure: Figure) -> bytes:
@@ -77,8 +102,8 @@ def learning_curves(cnn: RunOutputs, transfer: RunOutputs, metric: str) -> bytes
 
 def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
     """Both confusion matrices, each row normalised to sum to 1 (rows: true class)."""
-    names = cnn.class_names
-    size = max(4.5, 0.55 * len(names) + 2)
+    names = [short(name) for name in cnn.class_names]
+    size = min(MATRIX_MAX_INCHES, max(4.5, 0.55 * len(names) + 2))
     figure = Figure(layout="constrained", figsize=(2 * size + 1, size))
     axes = figure.subplots(1, 2)
     image = None
@@ -93,11 +118,16 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
             run.confusion, rows, out=np.zeros(run.confusion.shape), where=rows > 0
         )
         image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(ticks, names, fontsize=8)
-        ax.set_xlabel("predicted")
-        if len(names) <= 20:
+        step = max(1, math.ceil(len(names) / TICKS_MAX))
+        ticks = np.arange(0, len(names), step)
+        labels = [names[i] if step == 1 else f"{names[i]} ({i})" for i in ticks]
+        fontsize = 8 if len(names) <= ANNOTATE_MAX else 6
+        ax.set_xticks(
+            ticks, labels, rotation=45 if step == 1 else 90, ha="right", fontsize=fontsize
+        )
+        ax.set_yticks(ticks, labels, fontsize=fontsize)
+        ax.set_xlabel("predicted" if step == 1 else f"predicted (one class in {step} named)")
+        if len(names) <= ANNOTATE_MAX:
             for (row, col), value in np.ndenumerate(normalised):
                 if value < 0.005:  # leave empty cells empty
                     continue
@@ -111,8 +141,10 @@ def confusion_matrices(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
 
 
 def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
-    """Grouped bars: each class's test accuracy for both models."""
-    names = cnn.class_names
+    """Grouped bars: each class's test accuracy for both models; the worst BARS_MAX when many."""
+    if len(cnn.class_names) > BARS_MAX:
+        return worst_class_accuracy(cnn, transfer)
+    names = [short(name) for name in cnn.class_names]
     figure = Figure(layout="constrained", figsize=(max(8.0, 0.9 * len(names) + 2), 4.5))
     ax = figure.subplots()
     positions = np.arange(len(names))
@@ -144,6 +176,37 @@ def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
     return to_png(figure)
 
 
+def worst_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
+    """Horizontal grouped bars of the BARS_MAX classes with the lowest mean accuracy."""
+    shown = worst_classes(cnn, transfer, BARS_MAX)
+    names = [short(cnn.class_names[i], 40) for i in shown]
+    figure = Figure(layout="constrained", figsize=(10.0, 0.32 * len(names) + 1.5))
+    ax = figure.subplots()
+    positions = np.arange(len(names))
+    height = 0.4
+    for offset, run in ((-height / 2, cnn), (height / 2, transfer)):
+        values = run.per_class_accuracy()
+        values = np.full(len(names), np.nan) if values is None else values[shown]
+        bars = ax.barh(positions + offset, np.nan_to_num(values), height, color=COLOURS[run.role])
+        bars.set_label(run.display_name)
+        for bar, value in zip(bars, values, strict=True):
+            text = "n/a" if math.isnan(value) else f"{value:.2f}"
+            y = bar.get_y() + bar.get_height() / 2
+            ax.annotate(text, (bar.get_width(), y), va="center", fontsize=7, xytext=(2, 0),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_yticks(positions, names, fontsize=8)
+    ax.invert_yaxis()  # worst first, at the top
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("test accuracy (recall)")
+    ax.set_title(
+        f"Per-class test accuracy: the {len(names)} worst of {len(cnn.class_names)} classes "
+        "(lowest mean of both models first)"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return to_png(figure)
+
+
 def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
     """A grid of test images the model got wrong, titled with true and predicted labels."""
     count = min(len(wrong.images), GRID_MAX)
@@ -161,7 +224,8 @@ def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
             ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
         else:
             ax.imshow(image)
-        true, predicted = names[wrong.labels[index]], names[wrong.predictions[index]]
+        true = short(names[wrong.labels[index]], 18)
+        predicted = short(names[wrong.predictions[index]], 18)
         confidence = float(wrong.confidence[index])
         ax.set_title(f"true: {true}\npred: {predicted} ({confidence:.2f})", fontsize=7, color="C3")
     if count == 0:
@@ -187,7 +251,15 @@ def _all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, 
         ),
         "loss.png": ("Training and validation loss", learning_curves(cnn, transfer, "loss")),
         "confusion.png": ("Normalised confusion matrices", confusion_matrices(cnn, transfer)),
-        "per_class.png": ("Per-class test accuracy", per_class_accuracy(cnn, transfer)),
+        "per_class.png": (
+            "Per-class test accuracy"
+            + (
+                f" (the {BARS_MAX} worst of {len(cnn.class_names)} classes)"
+                if len(cnn.class_names) > BARS_MAX
+                else ""
+            ),
+            per_class_accuracy(cnn, transfer),
+        ),
     }
     for run in (cnn, transfer):
         if run.misclassified is not None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from components.common.result import Role
 from components.compare.inputs import RunOutputs
 
@@ -149,6 +151,52 @@ def table_rows(cnn: RunOutputs, transfer: RunOutputs) -> list[tuple[str, list[tu
     return rows
 
 
+CONFUSED_PAIRS = 8  # rows of the most-confused-pairs table
+
+
+def confused_pairs(
+    run: RunOutputs, count: int = CONFUSED_PAIRS
+) -> list[tuple[str, str, float, int]]:
+    """(true class, predicted class, share of the true class, images) of the largest errors."""
+    if run.confusion is None:
+        return []
+    matrix = run.confusion.astype(float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    np.fill_diagonal(shares, 0.0)
+    order = np.argsort(-shares, axis=None, kind="stable")[:count]
+    names = run.class_names
+    pairs = []
+    for flat in order:
+        true, predicted = np.unravel_index(flat, shares.shape)
+        if shares[true, predicted] <= 0:
+            break
+        images = int(run.confusion[true, predicted])
+        pairs.append((names[true], names[predicted], float(shares[true, predicted]), images))
+    return pairs
+
+
+def confused_html(cnn: RunOutputs, transfer: RunOutputs) -> str:
+    """A table per model of its most confused (true, predicted) class pairs."""
+    esc = html.escape
+    parts = []
+    for run in (cnn, transfer):
+        rows = "".join(
+            f"<tr><td>{esc(true)}</td><td>{esc(predicted)}</td><td>{share:.1%}</td>"
+            f"<td>{count}</td></tr>"
+            for true, predicted, share, count in confused_pairs(run)
+        )
+        if rows:
+            parts.append(
+                f"<h3>{esc(run.display_name)}</h3><table class='confused'><thead><tr>"
+                "<th>true class</th><th>predicted as</th><th>share of the class</th>"
+                f"<th>images</th></tr></thead><tbody>{rows}</tbody></table>"
+            )
+    if not parts:
+        return ""
+    return "<h2 id='confused'>Most confused class pairs</h2>" + "".join(parts)
+
+
 def render_html(
     cnn: RunOutputs,
     transfer: RunOutputs,
@@ -199,6 +247,7 @@ def render_html(
 <span class="muted">{esc(previous_text)}. Champion file: {esc(champion["champion_uri"])}</span>
 </div>
 {f"<h2>Notes</h2><ul id='notes'>{notes}</ul>" if notes else ""}
+{confused_html(cnn, transfer)}
 <h2>Figures</h2>
 {figure_html}
 </body></html>

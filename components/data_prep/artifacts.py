@@ -19,6 +19,9 @@ def publish(result: PrepResult, dataset) -> tuple[str, str]:
             "cache_hit": result.cache_hit,
             "classes": manifest.num_classes,
             "image_shape": list(manifest.image_shape),
+            "image_encoding": manifest.image_encoding,
+            "resize": manifest.preprocessing.get("resize", "native"),
+            "warnings": len(manifest.warnings),
             **{f"{name}_images": split.count for name, split in manifest.splits.items()},
         }
     )

@@ -16,8 +16,12 @@ def data_prep(
     limit: int = 0,
     val_fraction: float = 0.1,
     seed: int = 42,
+    image_size: str = "auto",
 ) -> NamedTuple("DataPrepOutputs", [("dataset_uri", str), ("version", str)]):
     """Prepare the dataset in the store; `limit` 0 keeps every image.
+
+    `image_size`: "auto" keeps uniform sizes and centre-crops mixed ones to 150x150; "HxW" or
+    "N" resizes (aspect kept) and centre-crops every image of a folder source to it.
 
     Outputs the dataset folder URI (its last segment is the content version) as a parameter, so
     that downstream cache keys follow the data's content, and a Dataset artifact whose file is
@@ -29,6 +33,7 @@ def data_prep(
 
     configure()
     from components.data_prep import artifacts
+    from components.data_prep.photos import parse_image_size
     from components.data_prep.prep import PrepConfig, run
 
     config = PrepConfig(
@@ -38,6 +43,7 @@ def data_prep(
         limit=limit,
         val_fraction=val_fraction,
         seed=seed,
+        image_size=parse_image_size(image_size),
     )
     outputs = namedtuple("DataPrepOutputs", ["dataset_uri", "version"])
     return outputs(*artifacts.publish(run(config), dataset))

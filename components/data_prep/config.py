@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.common.config import ConfigError, names, option, size_pair
+from components.common.config import ConfigError, names, option
 from components.common.http import DEFAULT_MAX_BYTES
 from components.common.names import check_name
+from components.data_prep.encoding import SHARD_ENCODINGS
+from components.data_prep.photos import parse_image_size
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,15 @@ class PrepConfig:
         (), "(versioned) comma-separated IDX class names; empty: Fashion-MNIST's", parse=names
     )
     image_size: tuple[int, ...] = option(
-        (), "(versioned) resize image folders to HxW (or N); empty: native size", parse=size_pair
+        (),
+        "(versioned) image folders: HxW (or N) resizes every image (aspect kept, centre crop); "
+        "auto or empty: uniform sizes kept, mixed sizes to 150x150 (docs/steps.md)",
+        parse=parse_image_size,
+    )
+    shard_encoding: str = option(
+        "auto",
+        "(versioned) how shards store images: raw, png or jpeg; auto: JPEG above 64x64, else raw",
+        choices=SHARD_ENCODINGS,
     )
     max_image_pixels: int = option(50_000_000, "larger images are refused as decompression bombs")
     work_dir: str = option("", "scratch folder; empty: a temporary one")
@@ -84,4 +94,5 @@ class PrepConfig:
             "records_per_shard": self.records_per_shard,
             "class_names": list(self.class_names) if self.class_names else None,
             "image_size": list(self.image_size) if self.image_size else None,
+            **({"shard_encoding": self.shard_encoding} if self.shard_encoding != "auto" else {}),
         }

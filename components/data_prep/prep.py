@@ -25,10 +25,13 @@ from components.common.dataset import (
 from components.common.digest import json_digest
 from components.common.http import RetryPolicy
 from components.common.logging import get_logger, step
+from components.data_prep import folder, photos
 from components.data_prep import images as image_folder
+from components.data_prep.balance import class_warnings
 from components.data_prep.config import PrepConfig
+from components.data_prep.encoding import choose_encoding
 from components.data_prep.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, load_pair
-from components.data_prep.shards import balanced_subset, stratified_split, write_shards
+from components.data_prep.shards import balanced_subset, stratified_split, write_records
 from components.data_prep.sources import ResolvedSource, resolve
 
 log = get_logger("data_prep")
@@ -48,22 +51,25 @@ def dataset_version(source_sha256: str, config: PrepConfig) -> str:
     return json_digest({"source": source_sha256, "params": config.versioned_params()})[:16]
 
 
-def _load(source: ResolvedSource, config: PrepConfig):
-    """Return class names and {split: (images, labels)} for the source splits train and test."""
-    if source.kind == "idx":
-        class_names = config.class_names or FASHION_MNIST_CLASSES
-        files = {key: source.local_dir / name for key, name in FASHION_MNIST_FILES.items()}
-        data = {
-            split: load_pair(
-                files[f"{split}_images"].read_bytes(),
-                files[f"{split}_labels"].read_bytes(),
-                str(files[f"{split}_images"]),
-                str(files[f"{split}_labels"]),
-                len(class_names),
-            )
-            for split in ("train", "test")
-        }
-        return tuple(class_names), data
+def _load_idx(source: ResolvedSource, config: PrepConfig):
+    """Class names and {split: (images, labels)} of an IDX source (small enough for memory)."""
+    class_names = config.class_names or FASHION_MNIST_CLASSES
+    files = {key: source.local_dir / name for key, name in FASHION_MNIST_FILES.items()}
+    data = {
+        split: load_pair(
+            files[f"{split}_images"].read_bytes(),
+            files[f"{split}_labels"].read_bytes(),
+            str(files[f"{split}_images"]),
+            str(files[f"{split}_labels"]),
+            len(class_names),
+        )
+        for split in ("train", "test")
+    }
+    return tuple(class_names), data
+
+
+def _plan_folder(source: ResolvedSource, config: PrepConfig):
+    """Class names and pass one over an image-folder tree (headers only)."""
     root = image_folder.find_root(source.local_dir)
     listing = {split: image_folder.list_split(root, split) for split in ("train", "test")}
     if set(listing["train"]) != set(listing["test"]):
@@ -74,19 +80,8 @@ def _load(source: ResolvedSource, config: PrepConfig):
             f"(only in train: {only_train}, only in test: {only_test})"
         )
     class_names = tuple(sorted(listing["train"]))
-    data = {
-        split: image_folder.load_split(
-            listing[split],
-            class_names,
-            max_pixels=config.max_image_pixels,
-            image_size=config.image_size or None,
-        )
-        for split in ("train", "test")
-    }
-    shapes = {split: images.shape[1:] for split, (images, _) in data.items()}
-    if shapes["train"] != shapes["test"]:
-        raise DataError(f"{root}: train images are {shapes['train']} but test are {shapes['test']}")
-    return class_names, data
+    found = folder.plan(listing, class_names, config.max_image_pixels, config.image_size or None)
+    return class_names, found
 
 
 def _split_info(labels: np.ndarray, class_names: tuple[str, ...], shards) -> Split:
@@ -100,7 +95,7 @@ def _split_info(labels: np.ndarray, class_names: tuple[str, ...], shards) -> Spl
 
 def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) -> Manifest:
     try:
-        class_names, data = _load(source, config)
+        return _build_named(source, config, version, out)
     except DataError as error:
         local = str(source.local_dir)
         if local == source.description or local not in str(error):
@@ -108,28 +103,69 @@ def _build(source: ResolvedSource, config: PrepConfig, version: str, out: Path) 
         # Name files by where the user put them (inside the archive, under gs://), not by
         # the scratch copy they were unpacked into.
         raise DataError(str(error).replace(local, source.description.rstrip("/"))) from None
-    splits_arrays = {}
-    for split, (images, labels) in data.items():
-        keep = balanced_subset(labels, config.limit or None, config.seed)
-        data[split] = (images[keep], labels[keep])
-    images, labels = data["train"]
-    train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
-    splits_arrays["train"] = (images[train_idx], labels[train_idx])
-    splits_arrays["validation"] = (images[val_idx], labels[val_idx])
-    splits_arrays["test"] = data["test"]
+
+
+def _build_named(source: ResolvedSource, config: PrepConfig, version: str, out: Path) -> Manifest:
+    """Choose each split's indices from the labels, then stream the images into shards."""
+    if source.kind == "idx":
+        class_names, data = _load_idx(source, config)
+        labels = {split: split_labels for split, (_, split_labels) in data.items()}
+        image_shape = tuple(int(d) for d in data["test"][0].shape[1:])
+        image_encoding = "raw"
+        preprocessing = {"resize": "native", "size": list(image_shape[:2]), "requested": "auto"}
+
+        def records(split: str, indices: np.ndarray):
+            images, split_labels = data[split]
+            return ((images[i].tobytes(), int(split_labels[i])) for i in indices)
+    else:
+        class_names, found = _plan_folder(source, config)
+        labels = {split: found.splits[split].labels for split in ("train", "test")}
+        image_shape = found.image_shape
+        image_encoding = choose_encoding(config.shard_encoding, found.sizing.size)
+        preprocessing = {
+            "resize": found.sizing.policy,
+            "size": list(found.sizing.size),
+            "requested": found.sizing.requested,
+            "exif_orientation": "applied",
+            "alpha_background": list(photos.BACKGROUND),
+            "sixteen_bit": "top 8 bits (value / 257)",
+        }
+
+        def records(split: str, indices: np.ndarray):
+            return folder.records(found, split, indices, config.max_image_pixels, image_encoding)
+
+    keep = {
+        split: balanced_subset(labels[split], config.limit or None, config.seed) for split in labels
+    }
+    train_idx, val_idx = stratified_split(
+        labels["train"][keep["train"]], config.val_fraction, config.seed
+    )
+    plan = {
+        "train": ("train", keep["train"][train_idx]),
+        "validation": ("train", keep["train"][val_idx]),
+        "test": ("test", keep["test"]),
+    }
     splits = {}
-    for split, (split_images, split_labels) in splits_arrays.items():
-        shards = write_shards(split_images, split_labels, split, out, config.records_per_shard)
-        splits[split] = _split_info(split_labels, class_names, shards)
+    for split, (source_split, indices) in plan.items():
+        shards = write_records(
+            records(source_split, indices), len(indices), split, out, config.records_per_shard
+        )
+        splits[split] = _split_info(labels[source_split][indices], class_names, shards)
+    found_warnings = class_warnings(splits)
+    for warning in found_warnings:
+        log.warning("dataset_warning", warning=warning)
     return Manifest(
         name=config.dataset_name,
         version=version,
         class_names=class_names,
-        image_shape=tuple(int(d) for d in data["test"][0].shape[1:]),
+        image_shape=image_shape,
         splits=splits,
         source={"description": source.description, "kind": source.kind, "sha256": source.sha256},
         params=config.versioned_params(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        image_encoding=image_encoding,
+        preprocessing=preprocessing,
+        warnings=tuple(found_warnings),
     )
 
 

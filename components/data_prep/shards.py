@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -64,28 +65,40 @@ def write_shards(
     records_per_shard: int,
 ) -> list[Shard]:
     """Write a split as TFRecord shards of raw uint8 images; return their descriptions."""
+    records = ((image.tobytes(), int(label)) for image, label in zip(images, labels, strict=True))
+    return write_records(records, len(labels), split, out_dir, records_per_shard)
+
+
+def write_records(
+    records: Iterable[tuple[bytes, int]],
+    count: int,
+    split: str,
+    out_dir: Path,
+    records_per_shard: int,
+) -> list[Shard]:
+    """Stream `count` (image bytes, label) records into TFRecord shards, one record in memory."""
     import tensorflow as tf  # deferred: a cache hit never pays TensorFlow's import
 
-    total = shard_count(len(labels), records_per_shard)
+    total = shard_count(count, records_per_shard)
+    iterator = iter(records)
     shards = []
-    for index, start in enumerate(range(0, max(len(labels), 1), records_per_shard)):
+    for index, start in enumerate(range(0, max(count, 1), records_per_shard)):
         name = f"{split}-{index:05d}-of-{total:05d}.tfrecord"
         path = out_dir / name
-        stop = min(start + records_per_shard, len(labels))
+        stop = min(start + records_per_shard, count)
         with tf.io.TFRecordWriter(str(path)) as writer:
-            for image, label in zip(images[start:stop], labels[start:stop], strict=True):
-                example = tf.train.Example(
-                    features=tf.train.Features(
-                        feature={
-                            IMAGE_KEY: tf.train.Feature(
-                                bytes_list=tf.train.BytesList(value=[image.tobytes()])
-                            ),
-                            LABEL_KEY: tf.train.Feature(
-                                int64_list=tf.train.Int64List(value=[int(label)])
-                            ),
-                        }
-                    )
-                )
-                writer.write(example.SerializeToString())
+            for _ in range(start, stop):
+                image, label = next(iterator)
+                writer.write(_example(image, label))
         shards.append(Shard(name, file_digest(path), stop - start, path.stat().st_size))
     return shards
+
+
+def _example(image: bytes, label: int) -> bytes:
+    import tensorflow as tf
+
+    feature = {
+        IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

@@ -48,7 +48,10 @@ class TrainConfig:
     feature_cache: bool = option(True, "train the head on backbone features computed per image")
     feature_dtype: str = option("float16", "dtype of cached features", choices=FEATURE_DTYPES)
     num_classes: int = option(0, "expected class count; 0: the dataset's")
-    shuffle_buffer: int = option(10_000, "images in the shuffle buffer")
+    shuffle_buffer: int = option(10_000, "images in the shuffle buffer (also capped at 512 MiB)")
+    cache_ram_mb: int = option(
+        2048, "decoded splits cached in RAM up to this total (MiB); the rest on disk"
+    )
     dropout_rate: float = option(0.2, "dropout before the classifier, as in the reference recipe")
     dense_units: int = option(1024, "width of the hidden Dense layer of the head")
 
@@ -81,7 +84,7 @@ class TrainConfig:
 
     def _check_ranges(self) -> None:
         at_least_zero = ("epochs", "augmentation", "fine_tune_epochs", "patience", "num_classes")
-        at_least_zero += ("checkpoint_interval",)
+        at_least_zero += ("checkpoint_interval", "cache_ram_mb")
         for name in (*at_least_zero, "lr_decay_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

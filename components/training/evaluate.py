@@ -20,20 +20,35 @@ class Evaluation:
     misclassified: dict[str, np.ndarray]  # images, labels, predictions, confidence
 
 
-def predict(model, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities, labels and images of a batched (images, labels) dataset."""
+def predict(model, dataset) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Probabilities and labels of a batched (images, labels) dataset, plus wrong images.
+
+    Only the images of the MAX_MISCLASSIFIED most confident wrong predictions are kept, by
+    index, so memory does not grow with the test split.
+    """
     import tensorflow as tf
 
     forward = tf.function(lambda images: model(images, training=False))
-    probs, labels, images = [], [], []
+    probs, labels, kept = [], [], {}  # kept: index -> (confidence, image)
+    seen = 0
     for batch_images, batch_labels in dataset:
-        probs.append(forward(batch_images).numpy().astype(np.float32))
-        labels.append(batch_labels.numpy())
-        images.append(batch_images.numpy())
-    return np.concatenate(probs), np.concatenate(labels).astype(np.int64), np.concatenate(images)
+        batch_probs = forward(batch_images).numpy().astype(np.float32)
+        batch_truth = batch_labels.numpy()
+        probs.append(batch_probs)
+        labels.append(batch_truth)
+        wrong = np.flatnonzero(batch_probs.argmax(axis=1) != batch_truth)
+        if len(wrong):
+            pixels = batch_images.numpy()
+            for i in wrong:
+                kept[seen + int(i)] = (float(batch_probs[i].max()), pixels[i])
+            best = sorted(kept, key=lambda i: (-kept[i][0], i))[:MAX_MISCLASSIFIED]
+            kept = {i: kept[i] for i in best}
+        seen += len(batch_truth)
+    images = {i: image for i, (_, image) in kept.items()}
+    return np.concatenate(probs), np.concatenate(labels).astype(np.int64), images
 
 
-def scores(probs: np.ndarray, labels: np.ndarray, images: np.ndarray, class_names) -> Evaluation:
+def scores(probs: np.ndarray, labels: np.ndarray, images, class_names) -> Evaluation:
     """Compute every test figure from predicted probabilities (pure NumPy)."""
     num_classes = len(class_names)
     predictions = probs.argmax(axis=1).astype(np.int64)
@@ -68,9 +83,19 @@ def scores(probs: np.ndarray, labels: np.ndarray, images: np.ndarray, class_name
     # The most confident mistakes are the most instructive ones.
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_MISCLASSIFIED]
     misclassified = {
-        "images": images[wrong].astype(np.uint8),
+        "images": _pick(images, wrong),
         "labels": labels[wrong],
         "predictions": predictions[wrong],
         "confidence": confidence[wrong].astype(np.float32),
     }
     return Evaluation(accuracy, loss, per_class, confusion.astype(np.int64), misclassified)
+
+
+def _pick(images, indices: np.ndarray) -> np.ndarray:
+    """Images at `indices` from an array, or from predict()'s {index: image} of kept ones."""
+    if isinstance(images, np.ndarray):
+        return images[indices].astype(np.uint8)
+    if not len(indices):
+        shape = next(iter(images.values())).shape if images else (0, 0, 1)
+        return np.zeros((0, *shape), np.uint8)
+    return np.stack([images[int(i)] for i in indices]).astype(np.uint8)

@@ -1,7 +1,8 @@
 """Model builders: in-model preprocessing, the seed CNN, and backbone transfer models.
 
 Every model takes raw uint8 images [batch, H, W, C] at the dataset's native size. Scaling,
-resizing, grayscale-to-RGB and augmentation are layers inside the model, so they run on the
+resizing, grayscale-to-RGB (for pretrained backbones; the seed CNN learns from 1 or 3 channels
+as they come) and augmentation are layers inside the model, so they run on the
 accelerator and the exported model needs no separate preprocessing.
 
 `MODELS` maps a name to its input sizes, scaling and default epochs: the seed CNN, plus one
@@ -32,7 +33,7 @@ class ModelSpec:
     min_input_size: int  # smaller inputs are refused
     scale: float  # pixel scaling inside the model: x * scale + offset
     offset: float
-    rgb: bool  # whether the network wants three channels
+    rgb: bool  # True: needs three channels (grayscale is repeated); False: takes 1 or 3 as they are
     default_epochs: int  # first-phase epochs when none are given
     backbone: Backbone | None = None  # the pretrained backbone; None: built from scratch
 
@@ -80,10 +81,10 @@ def preprocessing(
     if tuple(image_shape[:2]) != (input_size, input_size):
         x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
     channels = image_shape[2]
+    if channels not in (1, 3):
+        raise DataError(f"{spec.display_name} takes 1 or 3 channels, dataset has {channels}")
     if spec.rgb and channels == 1:
         x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    elif not spec.rgb and channels == 3:
-        raise DataError(f"{spec.display_name} expects grayscale images, dataset has RGB")
     if augmentation > 0:
         x = augmentation_block(augmentation, seed)(x)
     return keras.Model(inputs, x, name=name)

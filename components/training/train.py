@@ -169,9 +169,9 @@ def phase_done(ctx: Context, phase: str) -> bool:
 
 
 def image_batches(ctx: Context, splits: dict) -> PhaseData:
-    """Decoded images: cached, shuffled per epoch for training, in order for validation."""
+    """Decoded images (cached within the RAM budget), shuffled per epoch for training."""
     config = ctx.config
-    train_images = splits["train"].cache()
+    train_images = splits["train"]
 
     def train(first: int, end: int):
         return data.per_epoch(
@@ -292,7 +292,9 @@ def run(config: TrainConfig) -> TrainResult:
         device.seed_everything(config.seed)
         manifest = _load(config)
         with scratch(config.cache_dir) as cache:
-            splits = data.load_splits(config.dataset_uri, manifest, cache)
+            splits = data.load_splits(
+                config.dataset_uri, manifest, cache, config.cache_ram_mb << 20
+            )
             weights, weights_sha = resolve_weights(config.weights_uri or None, cache)
             preemption = checkpoint.Preemption()
             ctx = Context(config, manifest, runtime, cache, preemption, weights_sha256=weights_sha)
