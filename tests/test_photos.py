@@ -135,7 +135,9 @@ def test_unreadable_and_float_images_are_refused_by_name(tmp_path: Path):
 
 def test_mixed_size_colour_folder_needs_no_flag(tmp_path: Path):
     tree = make_photo_tree(tmp_path / "photos")
-    result = prep(PrepConfig(store=str(tmp_path / "store"), source=str(tree), name="photos"))
+    result = prep(
+        PrepConfig(store=str(tmp_path / "store"), source=str(tree), dataset_name="photos")
+    )
     manifest = result.manifest
     size = photos.DEFAULT_SIZE
     assert manifest.image_shape == (size, size, 3)
