@@ -99,11 +99,29 @@ PLATFORM ?= linux/amd64
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: images push check-deploy
+.PHONY: images cpu-image gpu-image base-image image-locks check-images push check-deploy
 
-images: ## Build the CPU and GPU images (REGISTRY, TAG; needs a Docker engine)
-	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
-	$(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+# BASE_IMAGE empty: the Dockerfiles' pinned official base. Without a registry: make base-image,
+# then make images BASE_IMAGE=<the tag it printed> (docs/operations.md "Images without a registry").
+BASE_IMAGE ?=
+BUILD_ARGS = --platform $(PLATFORM) $(if $(BASE_IMAGE),--build-arg 'BASE_IMAGE=$(BASE_IMAGE)')
+
+images: cpu-image gpu-image ## Build the CPU and GPU images (REGISTRY, TAG, BASE_IMAGE; needs a Docker engine)
+
+cpu-image: ## Build the CPU image only (CPU_IMAGE, BASE_IMAGE)
+	$(DOCKER) build $(BUILD_ARGS) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
+
+gpu-image: ## Build the GPU image only (GPU_IMAGE, BASE_IMAGE)
+	$(DOCKER) build $(BUILD_ARGS) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+
+base-image: ## Build a base image from Debian's packages (no registry needed) and print its tag
+	@DOCKER='$(DOCKER)' sh docker/base-image.sh
+
+image-locks: $(STAMP) ## Rewrite docker/requirements-*.txt (hashed) from requirements.lock and docker/*constraints.txt
+	$(PY) docker/hash_pins.py
+
+check-images: $(STAMP) ## Build the images on a Debian base, run make local in them, check outputs and a failing task
+	bash docker/check-images.sh
 
 push: images ## Push both images to REGISTRY and print their digests
 	$(DOCKER) push '$(CPU_IMAGE)'
