@@ -13,8 +13,6 @@ never needs Docker. They prove, in the containers themselves:
   for (no GPU here: the libraries are checked as files, and no GPU is claimed).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re
