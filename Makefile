@@ -99,7 +99,7 @@ PLATFORM ?= linux/amd64
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: images cpu-image gpu-image base-image image-locks check-images push check-deploy
+.PHONY: images cpu-image gpu-image base-image image-locks check-images audit push check-deploy
 
 # BASE_IMAGE empty: the Dockerfiles' pinned official base. Without a registry: make base-image,
 # then make images BASE_IMAGE=<the tag it printed> (docs/operations.md "Images without a registry").
@@ -122,6 +122,21 @@ image-locks: $(STAMP) ## Rewrite docker/requirements-*.txt (hashed) from require
 
 check-images: $(STAMP) ## Build the images on a Debian base, run make local in them, check outputs and a failing task
 	bash docker/check-images.sh
+
+# Vulnerability audit of every pin: pip-audit in its own environment, against the OSV database
+# (network). --strict: a package it could not look up fails the audit instead of passing it.
+AUDIT_VENV ?= .venv-audit
+PIP_AUDIT_VERSION ?= 2.10.1
+$(AUDIT_VENV)/.installed:
+	rm -rf $(AUDIT_VENV)
+	$(PYTHON_SYS) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit==$(PIP_AUDIT_VERSION)
+	touch $@
+
+audit: $(AUDIT_VENV)/.installed ## Audit the pins (lock and images' hashed requirements) for known vulnerabilities (needs OSV)
+	$(AUDIT_VENV)/bin/pip-audit --strict --disable-pip --no-deps -r requirements.lock -r docker/constraints.txt
+	$(AUDIT_VENV)/bin/pip-audit --strict --disable-pip --require-hashes -r docker/requirements-gpu.txt
 
 push: images ## Push both images to REGISTRY and print their digests
 	$(DOCKER) push '$(CPU_IMAGE)'

@@ -187,5 +187,9 @@ def write_report(results_dir: Path, report: Path) -> None:
             )
         )
     parts.append(GOAL_NOTES)
+    # Image sizes and build times are measured by make check-images, not by make bench.
+    images = Path(__file__).with_name("images.md")
+    if images.is_file():
+        parts.append(images.read_text())
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("".join(parts))
