@@ -89,7 +89,7 @@ fi
 start=$(seconds)
 step "tests/test_images.py: make local end to end, failing tasks, GPU libraries"
 TL_CPU_IMAGE="$cpu_image" TL_GPU_IMAGE="$gpu_for_tests" \
-    "$venv/bin/pytest" -p no:cacheprovider -v tests/test_images.py
+    "$venv/bin/pytest" -p no:cacheprovider -v --durations=5 tests/test_images.py
 echo "image tests took $(($(seconds) - start)) s"
 
 # Old builds of these images (replaced by the tags above) only take disk: remove them. The layer

@@ -251,6 +251,66 @@ def test_a_missing_image_is_a_clear_error(tmp_path):
         )
 
 
+def test_a_local_source_archive_is_mounted_read_only(tmp_path, monkeypatch):
+    """SOURCE=./photos.tar.gz: relative to the caller, visible in the container, not writable."""
+    from kfp import dsl
+    from kfp.dsl import HTML, Markdown, Metrics, Output
+
+    from pipelines.local import run_local
+    from pipelines.pipeline import PipelineOutputs
+
+    def probe(
+        source: str,
+        store: str,
+        report: Output[HTML],
+        summary: Output[Markdown],
+        metrics: Output[Metrics],
+    ):
+        import json
+        import os
+        import pathlib
+
+        data = pathlib.Path(source).read_bytes()
+        try:
+            with open(source, "ab"):
+                writable = True
+        except OSError:
+            writable = False
+        facts = {"source": source, "bytes": len(data), "writable": writable, "uid": os.getuid()}
+        pathlib.Path(store, "probe.json").write_text(json.dumps(facts))
+        for artifact in (report, summary, metrics):
+            pathlib.Path(artifact.path).write_text(json.dumps(facts))
+
+    op = dsl.component(probe, base_image=CPU_IMAGE, install_kfp_package=False)
+
+    @dsl.pipeline(name="source-probe")
+    def pipeline(source: str, store: str) -> PipelineOutputs:
+        task = op(source=source, store=store).set_caching_options(False)
+        return PipelineOutputs(
+            task.outputs["report"], task.outputs["summary"], task.outputs["metrics"]
+        )
+
+    (tmp_path / "photos.tar.gz").write_bytes(b"0123456789")
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    outputs = run_local(
+        pipeline,
+        {"source": "photos.tar.gz", "store": str(store)},
+        pipeline_root=str(store / "local-runs"),
+        docker=True,
+        images=(CPU_IMAGE,),
+    )
+    facts = json.loads((store / "probe.json").read_text())
+    assert facts == {
+        "source": str(tmp_path / "photos.tar.gz"),
+        "bytes": 10,
+        "writable": False,
+        "uid": 10001 if os.getuid() == 0 else os.getuid(),
+    }
+    assert (store / "probe.json").stat().st_uid == os.getuid()
+    assert json.loads(Path(outputs.report_html).read_text()) == facts
+
+
 # --- GPU image ------------------------------------------------------------------------------
 
 GPU_CHECK = r"""
