@@ -124,6 +124,7 @@ def run(command: list[str]) -> int:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
             log.write(line)
+            log.flush()  # the log survives a container that is killed
         code = child.wait()
     # A child killed by signal N exits like a shell reports it: 128 + N.
     exit_code = 128 - code if code < 0 else code

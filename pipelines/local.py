@@ -287,14 +287,15 @@ def container_failure(run_folders: set[Path], log_lines: int = 40) -> str | None
     if not failures:
         return None
     _, task_dir, code = min(failures, key=lambda failure: failure[0])
-    if code is None:
-        return (
-            f"Task {task_dir.name!r} ended without recording its exit status (its container "
-            f"was killed, for example out of memory, or did not start): {task_dir}"
-        )
     log = task_dir / container_task.LOG_FILE
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    message = f"Task {task_dir.name!r} failed in its container with exit code {code}."
+    if code is None:
+        message = (
+            f"Task {task_dir.name!r} ended without recording its exit status: its container "
+            "was killed (out of memory, or stopped from outside) or did not start."
+        )
+    else:
+        message = f"Task {task_dir.name!r} failed in its container with exit code {code}."
     cause = failure_cause(lines)
     if cause:
         message = f"{message} Cause: {cause}"

@@ -80,8 +80,10 @@ def test_a_task_folder_without_a_record_is_a_failure(tmp_path):
     killed = tmp_path / "run-1" / "train-transfer"
     killed.mkdir(parents=True)
     (killed / "executor_output.json").write_text("{}")
+    (killed / "task.log").write_text("epoch 1\nepoch 2\n")
     message = container_failure({tmp_path / "run-1"})
     assert message.startswith("Task 'train-transfer' ended without recording its exit status")
+    assert "  | epoch 2" in message and str(killed / "task.log") in message
 
 
 def test_a_signal_is_reported_as_128_plus_its_number(tmp_path):
