@@ -8,6 +8,7 @@
 #      hardening, the report in headless Chromium), failing tasks, the GPU image's TensorFlow
 #      and CUDA/cuDNN libraries.
 #
+# LOCAL_GPU_IMAGE: the image make local runs train-transfer in (default: the CPU image).
 # Docker's layer cache stays in the engine between runs: with unchanged dependencies, only the
 # project layers are rebuilt. GPU_IMAGE_BUILD=never skips the GPU image (make local then runs the
 # transfer step in the CPU image); =auto (the default) builds it; docs/operations.md gives times.
@@ -88,7 +89,11 @@ fi
 # 4. The images at work.
 start=$(seconds)
 step "tests/test_images.py: make local end to end, failing tasks, GPU libraries"
+# make local runs train-transfer in the CPU image unless LOCAL_GPU_IMAGE names another: on this
+# CPU-only machine the GPU image's TensorFlow build twice lost its container, without an exit
+# record, while exporting the SavedModel (docs/operations.md, "Containers locally").
 TL_CPU_IMAGE="$cpu_image" TL_GPU_IMAGE="$gpu_for_tests" \
+    TL_LOCAL_GPU_IMAGE="${LOCAL_GPU_IMAGE:-$cpu_image}" \
     "$venv/bin/pytest" -p no:cacheprovider -v --durations=5 tests/test_images.py
 echo "image tests took $(($(seconds) - start)) s"
 

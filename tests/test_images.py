@@ -51,7 +51,7 @@ def records(run_dir: Path) -> dict[str, dict]:
 def local_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """`make local` on the images, quick profile, no pretrained weights, SOURCE=auto."""
     store = tmp_path_factory.mktemp("local") / "store"
-    gpu_image = GPU_IMAGE or CPU_IMAGE
+    gpu_image = os.environ.get("TL_LOCAL_GPU_IMAGE") or CPU_IMAGE
     result = subprocess.run(
         [
             "make",
