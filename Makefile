@@ -116,13 +116,47 @@ PLATFORM ?= linux/amd64
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 
-.PHONY: images push version pin check-deploy
+.PHONY: images cpu-image gpu-image base-image image-locks check-images audit push version pin check-deploy
 
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-images: ## Build the CPU and GPU images (REGISTRY, TAG; needs a Docker engine)
-	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
-	$(DOCKER) build --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+# BASE_IMAGE empty: the Dockerfiles' pinned official base. Without a registry: make base-image,
+# then make images BASE_IMAGE=<the tag it printed> (docs/operations.md "Images without a registry").
+BASE_IMAGE ?=
+BUILD_ARGS = --platform $(PLATFORM) --build-arg TL_GIT_COMMIT=$(GIT_COMMIT) \
+	$(if $(BASE_IMAGE),--build-arg 'BASE_IMAGE=$(BASE_IMAGE)')
+
+images: cpu-image gpu-image ## Build the CPU and GPU images (REGISTRY, TAG, BASE_IMAGE; needs a Docker engine)
+
+cpu-image: ## Build the CPU image only (CPU_IMAGE, BASE_IMAGE)
+	$(DOCKER) build $(BUILD_ARGS) -f docker/Dockerfile.cpu -t '$(CPU_IMAGE)' .
+
+gpu-image: ## Build the GPU image only (GPU_IMAGE, BASE_IMAGE)
+	$(DOCKER) build $(BUILD_ARGS) -f docker/Dockerfile.gpu -t '$(GPU_IMAGE)' .
+
+base-image: ## Build a base image from Debian's packages (no registry needed) and print its tag
+	@DOCKER='$(DOCKER)' sh docker/base-image.sh
+
+image-locks: $(STAMP) ## Rewrite docker/requirements-*.txt (hashed) from requirements.lock and docker/*constraints.txt
+	$(PY) docker/hash_pins.py
+
+check-images: $(STAMP) ## Build the images on a Debian base, run make local in them, check outputs and a failing task
+	bash docker/check-images.sh
+
+# Vulnerability audit of every pin: pip-audit in its own environment, against the OSV database
+# (network). --strict: a package it could not look up fails the audit instead of passing it.
+AUDIT_VENV ?= .venv-audit
+PIP_AUDIT_VERSION ?= 2.10.1
+$(AUDIT_VENV)/.installed:
+	rm -rf $(AUDIT_VENV)
+	$(PYTHON_SYS) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(AUDIT_VENV)/bin/python -m pip install --quiet pip-audit==$(PIP_AUDIT_VERSION)
+	touch $@
+
+audit: $(AUDIT_VENV)/.installed ## Audit the pins (lock and images' hashed requirements) for known vulnerabilities (needs OSV)
+	$(AUDIT_VENV)/bin/pip-audit --strict --disable-pip --no-deps -r requirements.lock -r docker/constraints.txt
+	$(AUDIT_VENV)/bin/pip-audit --strict --disable-pip --require-hashes -r docker/requirements-gpu.txt
 
 push: images ## Push both images to REGISTRY, print their digests and write them to IMAGES_ENV
 	@case '$(TAG)' in *-dirty) if [ -z '$(ALLOW_DIRTY)' ]; then \

@@ -191,5 +191,9 @@ def write_report(results_dir: Path, report: Path) -> None:
     for path in sorted((Path(results_dir) / "photos").glob("*.json")):
         parts.append(render_section(json.loads(path.read_text())))
     parts.append(GOAL_NOTES)
+    # Image sizes and build times are measured by make check-images, not by make bench.
+    images = Path(__file__).with_name("images.md")
+    if images.is_file():
+        parts.append(images.read_text())
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("".join(parts))

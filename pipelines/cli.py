@@ -240,7 +240,13 @@ def _command(args: argparse.Namespace) -> None:
 
         arguments = arguments_from(args, pipeline_func)
         root = args.pipeline_root or default_pipeline_root(arguments["store"])
-        outputs = run_local(pipeline_func, arguments, pipeline_root=root, docker=args.docker)
+        outputs = run_local(
+            pipeline_func,
+            arguments,
+            pipeline_root=root,
+            docker=args.docker,
+            images=(args.cpu_image, args.gpu_image),
+        )
         print(f"\nPipeline {PIPELINE_NAME!r} succeeded.\n{outputs.describe()}")
     elif args.command in ("submit", "schedule"):
         _remote(args, pipeline_func)

