@@ -74,9 +74,11 @@ def test_two_dockerfiles_pass_hadolint():
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_dockerfile_pins_bases_and_runs_as_non_root(dockerfile):
     text = dockerfile.read_text()
-    # The base is a build argument whose default is the official image, pinned by digest.
-    (arg,) = [line for line in text.splitlines() if line.upper().startswith("ARG ")]
-    assert DIGEST.match(arg), arg
+    # The base is a build argument whose default is the official image, pinned by digest; the
+    # only other argument is the commit recorded for lineage.
+    args = [line for line in text.splitlines() if line.upper().startswith("ARG ")]
+    assert len(args) == 2 and DIGEST.match(args[0]), args
+    assert args[1] == "ARG TL_GIT_COMMIT=unknown"
     froms = [line for line in text.splitlines() if line.upper().startswith("FROM ")]
     assert froms == ["FROM ${BASE_IMAGE} AS deps", "FROM deps AS builder", "FROM ${BASE_IMAGE}"]
     runtime = final_stage(dockerfile)
