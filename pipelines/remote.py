@@ -147,16 +147,21 @@ def submit(
 
     The run's pods use `service_account` ("": KFP's default runner account).
     """
-    experiment_id = client.create_experiment(name=experiment).experiment_id
     run = client.run_pipeline(
-        experiment_id=experiment_id,
-        job_name=run_name,
-        pipeline_id=uploaded.pipeline_id,
-        version_id=uploaded.version_id,
-        params=params,
-        service_account=service_account or None,
+        job_name=run_name, **_run_target(client, uploaded, experiment, params, service_account)
     )
     return run.run_id
+
+
+def _run_target(client, uploaded: Uploaded, experiment: str, params: dict, account: str) -> dict:
+    """What a run and a recurring run share: experiment, pipeline version, parameters, account."""
+    return {
+        "experiment_id": client.create_experiment(name=experiment).experiment_id,
+        "pipeline_id": uploaded.pipeline_id,
+        "version_id": uploaded.version_id,
+        "params": params,
+        "service_account": account or None,
+    }
 
 
 def kfp_cron(expression: str) -> str:
@@ -186,18 +191,13 @@ def schedule(
 
     Its runs' pods use `service_account` ("": KFP's default runner account).
     """
-    experiment_id = client.create_experiment(name=experiment).experiment_id
     recurring = client.create_recurring_run(
-        experiment_id=experiment_id,
         job_name=name,
         cron_expression=kfp_cron(cron),
         max_concurrency=1,
         no_catchup=True,
-        pipeline_id=uploaded.pipeline_id,
-        version_id=uploaded.version_id,
-        params=params,
         enabled=True,
-        service_account=service_account or None,
+        **_run_target(client, uploaded, experiment, params, service_account),
     )
     return recurring.recurring_run_id
 

@@ -57,3 +57,16 @@ def check_local(path: str | Path, what: str, roots: Sequence[str] | None = None)
         f"{what} {path}: local paths are read only below {', '.join(map(str, allowed))}; "
         f"move the files there or add a folder to {ENV_VAR} (or the step's local_roots)"
     )
+
+
+def local_roots_option(what: str):
+    """The `local_roots` config field of a step whose `what` may be a local path."""
+    from components.common.config import names, option
+
+    return option(
+        (),
+        f"comma-separated folders a local {what} may lie in; empty: ${ENV_VAR}, else the working "
+        "folder, /usr/share/datasets, Keras' cache and the temp folder",
+        parse=names,
+        aliases=("--local-root",),
+    )

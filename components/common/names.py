@@ -20,32 +20,34 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 MD5_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
+def _matches(pattern: re.Pattern, value: object) -> bool:
+    return isinstance(value, str) and bool(pattern.fullmatch(value)) and ".." not in value
+
+
 def is_name(value: object) -> bool:
     """Whether `value` is a valid dataset or model name."""
-    return isinstance(value, str) and bool(NAME_PATTERN.fullmatch(value)) and ".." not in value
+    return _matches(NAME_PATTERN, value)
+
+
+def is_file_name(value: object) -> bool:
+    """Whether `value` is a plain file name safe to join to a folder."""
+    return _matches(FILE_NAME_PATTERN, value)
 
 
 def check_name(value: object, what: str = "name") -> str:
     """Return `value` if it is a valid dataset or model name, else raise ConfigError naming it."""
     if not is_name(value):
-        raise ConfigError(
-            f"{what} must match {NAME_PATTERN.pattern} (lower-case letters, digits, _ . -; "
-            f"no '..'), got {value!r}"
-        )
+        rule = "lower-case letters, digits, _ . -; no '..'"
+        raise ConfigError(f"{what} must match {NAME_PATTERN.pattern} ({rule}), got {value!r}")
     return value
-
-
-def is_file_name(value: object) -> bool:
-    """Whether `value` is a plain file name safe to join to a folder."""
-    return isinstance(value, str) and bool(FILE_NAME_PATTERN.fullmatch(value)) and ".." not in value
 
 
 def check_file_name(value: object, what: str = "file name") -> str:
     """Return `value` if it is a plain file name, else raise ConfigError naming it."""
     if not is_file_name(value):
+        pattern = FILE_NAME_PATTERN.pattern
         raise ConfigError(
-            f"{what} must be a plain file name matching {FILE_NAME_PATTERN.pattern} "
-            f"(no '..', no '/'), got {value!r}"
+            f"{what} must be a plain file name matching {pattern} (no '..', no '/'), got {value!r}"
         )
     return value
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from components.common.config import ConfigError, names, option
 from components.common.http import DEFAULT_MAX_BYTES
+from components.common.local_roots import local_roots_option
 from components.common.names import check_name
 from components.data_prep.encoding import SHARD_ENCODINGS
 from components.data_prep.photos import parse_image_size
@@ -63,13 +64,7 @@ class PrepConfig:
         parse=names,
         aliases=("--redirect-host",),
     )
-    local_roots: tuple[str, ...] = option(
-        (),
-        "comma-separated folders a local source may lie in; empty: $TL_LOCAL_SOURCE_ROOTS, else "
-        "the working folder, /usr/share/datasets, Keras' cache and the temp folder",
-        parse=names,
-        aliases=("--local-root",),
-    )
+    local_roots: tuple[str, ...] = local_roots_option("source")
 
     def __post_init__(self) -> None:
         """Validate at start-up."""

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 
 from components.common.backbones import BACKBONES, DEFAULT_BACKBONE
-from components.common.config import ConfigError, names, option
+from components.common.config import ConfigError, option
 from components.common.http import RetryPolicy
+from components.common.local_roots import local_roots_option
 from components.common.names import is_file_name
 
 NONE = "none"  # weights_url value: no pretrained weights, the backbone trains from scratch
@@ -41,13 +42,7 @@ class WeightsConfig:
         factory=RetryPolicy,
         cli=False,
     )
-    local_roots: tuple[str, ...] = option(
-        (),
-        "comma-separated folders a local weights_url may lie in; empty: $TL_LOCAL_SOURCE_ROOTS, "
-        "else the working folder, /usr/share/datasets, Keras' cache and the temp folder",
-        parse=names,
-        aliases=("--local-root",),
-    )
+    local_roots: tuple[str, ...] = local_roots_option("weights_url")
 
     def __post_init__(self) -> None:
         """Validate at start-up."""

@@ -228,16 +228,7 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
                 uri = weights_uri(config.store, digests.sha256, record["filename"])
                 log.info("weights_cache_hit", uri=uri, sha256=digests.sha256)
                 figures.update(cache_hit=True, uri=uri, size=digests.size)
-                return WeightsResult(
-                    uri=uri,
-                    sha256=digests.sha256,
-                    size=digests.size,
-                    cache_hit=True,
-                    md5=digests.md5,
-                    filename=record["filename"],
-                    fetched_from="store",
-                    **result,
-                )
+                return _result(uri, digests, record["filename"], "store", **result)
             local = Path(tmp) / target.filename
             fetched_from = "keras_cache"
             if not (config.use_keras_cache and _from_keras_cache(config, target, local)):
@@ -257,13 +248,18 @@ def run(config: WeightsConfig, *, session: requests.Session | None = None) -> We
             uri = _publish(config.store, local, target, digests, config)
         log.info("weights_published", uri=uri, sha256=digests.sha256, size=digests.size)
         figures.update(cache_hit=False, uri=uri, size=digests.size, fetched_from=fetched_from)
-        return WeightsResult(
-            uri=uri,
-            sha256=digests.sha256,
-            size=digests.size,
-            cache_hit=False,
-            md5=digests.md5,
-            filename=target.filename,
-            fetched_from=fetched_from,
-            **result,
-        )
+        return _result(uri, digests, target.filename, fetched_from, **result)
+
+
+def _result(uri: str, digests: Digests, filename: str, fetched_from: str, **facts) -> WeightsResult:
+    """The step's result; `fetched_from` "store" is a cache hit."""
+    return WeightsResult(
+        uri=uri,
+        sha256=digests.sha256,
+        size=digests.size,
+        cache_hit=fetched_from == "store",
+        md5=digests.md5,
+        filename=filename,
+        fetched_from=fetched_from,
+        **facts,
+    )
