@@ -310,3 +310,62 @@ def test_compare_releases_the_training_checkpoints_it_consumed(tmp_path):
         (cnn / "metrics.json").write_text(json.dumps({**metrics, "checkpoint_dir": planted}))
         compare(tmp_path, cnn, transfer)
         assert (outside / "keep.txt").exists() and (store / "checkpoints").is_dir()
+
+
+def test_test_predictions_are_loaded_and_checked_against_the_run(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", accuracy=0.84)
+    loaded = load_run(run_dir, "cnn")
+    paired = loaded.predictions
+    assert paired is not None and paired.test_split_sha256 == "a" * 64
+    assert np.mean(paired.predictions == paired.labels) == pytest.approx(0.84)
+
+
+def test_predictions_outside_the_class_count_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", predictions=np.full(100, 4))
+    with pytest.raises(DataError, match=r"test_predictions.npz: 'predictions' holds class .*0..3"):
+        load_run(run_dir, "cnn")
+
+
+def test_predictions_of_another_test_split_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn")
+    path = run_dir / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(path, **{**arrays, "test_split_sha256": np.array("d" * 64)})
+    with pytest.raises(DataError, match=r"predictions of test split dddddddddddd, but the run's"):
+        load_run(run_dir, "cnn")
+
+
+def test_predictions_that_do_not_cover_the_test_split_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", predictions=np.zeros(100, int))
+    path = run_dir / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(
+        path,
+        **{**arrays, "predictions": arrays["predictions"][:90], "labels": arrays["labels"][:90]},
+    )
+    with pytest.raises(DataError, match=r"90 test predictions, but the confusion matrix"):
+        load_run(run_dir, "cnn")
+
+
+def test_pickled_predictions_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn")
+    np.savez(
+        run_dir / "test_predictions.npz",
+        predictions=np.array([object()] * 100),
+        labels=np.zeros(100, int),
+    )
+    with pytest.raises(DataError, match=r"test_predictions.npz: not a readable .npz"):
+        load_run(run_dir, "cnn")
+
+
+def test_runs_whose_test_labels_differ_are_refused(tmp_path):
+    cnn, transfer = write_pair(tmp_path / "runs")
+    path = transfer / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(path, **{**arrays, "labels": arrays["labels"][::-1].copy()})
+    with pytest.raises(DataError, match="test predictions are not paired"):
+        compare(tmp_path, cnn, transfer)
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import pytest
 from components.common import storage
 from components.common.dataset import DataError, load_manifest
 from components.common.digest import file_digest
+from components.common.result import PREDICTIONS_FILE, TestPredictions
 from components.data_prep.prep import PrepConfig
 from components.data_prep.prep import run as prep
 from components.training import features
@@ -93,6 +94,15 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     assert len(wrong["labels"]) == min(36, confusion.sum() - np.trace(confusion))
     assert np.all(wrong["labels"] != wrong["predictions"])
     assert json.loads((out / "config.json").read_text())["input_size"] == 16
+    # Every test image's prediction, paired with its label, for compare's statistics.
+    paired = TestPredictions.load(out / PREDICTIONS_FILE, 10, metrics["test_split_sha256"])
+    assert paired.predictions.dtype == paired.labels.dtype == np.int64
+    assert len(paired.labels) == confusion.sum()
+    assert np.mean(paired.predictions == paired.labels) == pytest.approx(metrics["test_accuracy"])
+    recount = np.zeros((10, 10), int)
+    np.add.at(recount, (paired.labels, paired.predictions), 1)
+    assert recount.tolist() == confusion.tolist()
+    assert "test_predictions" not in np.load(out / "misclassified.npz")
     assert not list(out.glob(".staging-*"))
     # The exported SavedModel takes raw uint8 images and agrees with the Keras model.
     images = (wrong["images"] if len(wrong["images"]) else np.zeros((2, 8, 8, 1), np.uint8))[:4]
@@ -166,6 +176,7 @@ def test_scores_per_class_and_confusion():
     assert result.per_class["b"]["recall"] == pytest.approx(2 / 3)
     assert result.per_class["b"]["f1"] == pytest.approx(0.8)
     assert result.misclassified["labels"].tolist() == [1]
+    assert result.predictions.tolist() == [0, 1, 0, 1] and result.labels.tolist() == [0, 1, 1, 1]
     expected_loss = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
     assert result.loss == pytest.approx(expected_loss, rel=1e-5)
 
