@@ -114,6 +114,17 @@ def candidate_record(config: CompareConfig, run: RunOutputs | None) -> dict[str,
         "test_split_sha256": run.metrics.test_split_sha256,
         "model_uri": pointer or run.folder,
         "run_id": config.run_id or None,
+        **(
+            {
+                champion.PREDICTIONS_FIELD: {
+                    "test_split_sha256": run.predictions.test_split_sha256,
+                    "predictions": run.predictions.predictions.tolist(),
+                    "labels": run.predictions.labels.tolist(),
+                }
+            }
+            if run.predictions is not None and run.predictions.test_split_sha256
+            else {}
+        ),
     }
 
 
