@@ -355,3 +355,32 @@ def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path):
             )
         )
     assert not (tmp_path / "out" / "history.json").exists()
+
+
+def test_resnet50_v2_entry_matches_keras_and_trains_from_generated_weights(dataset, tmp_path):
+    """The registry's ResNet50V2 entry: Keras' published file and hash, its cut, its scaling."""
+    import keras
+    from keras.src.applications import resnet
+
+    from components.common.backbones import BACKBONES
+
+    entry = BACKBONES["resnet50_v2"]
+    assert entry.weights_url == resnet.BASE_WEIGHTS_PATH + entry.weights_filename
+    assert entry.weights_md5 == resnet.WEIGHTS_HASHES["resnet50v2"][1]
+    pixels = np.array([0.0, 127.5, 255.0])
+    scaled = keras.applications.resnet_v2.preprocess_input(pixels.reshape(1, 1, 3).copy())
+    np.testing.assert_allclose(pixels * entry.scale + entry.offset, scaled.ravel(), atol=1e-6)
+    # Generated weights stand in for the ImageNet file (no network here).
+    weights = tmp_path / "resnet50v2_notop.weights.h5"
+    keras.applications.ResNet50V2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(str(weights))
+    result = run(
+        config(dataset, tmp_path, model="resnet50_v2", input_size=32, weights_uri=str(weights))
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert result.pretrained and metrics["model"] == "resnet50_v2"
+    assert metrics["display_name"] == "ResNet50V2 transfer (pretrained)"
+    assert metrics["input_size"] == 32 and metrics["params_trainable"] < metrics["params_total"]
+    saved = keras.models.load_model(tmp_path / "out" / "model.keras")
+    assert any(layer.name == "resnet50v2_to_post_relu" for layer in saved.layers)
