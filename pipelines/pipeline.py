@@ -190,6 +190,7 @@ def build_pipeline(
         limit: int = PREP["limit"],
         val_fraction: float = PREP["val_fraction"],
         image_size: str = "auto",
+        backbone: str = DEFAULT_BACKBONE,
         weights_url: str = WEIGHTS["weights_url"],
         weights_sha256: str = WEIGHTS["sha256"],
         weights_md5: str = WEIGHTS["md5"],
@@ -202,7 +203,7 @@ def build_pipeline(
         cnn_learning_rate: float = TRAIN["learning_rate"],
         transfer_learning_rate: float = TRAIN["learning_rate"],
         augmentation: float = TRAIN["augmentation"],
-        cut_layer: str = TRANSFER.backbone.default_cut_layer,
+        cut_layer: str = TRAIN["cut_layer"],
         fine_tune_from: str = TRAIN["fine_tune_from"],
         fine_tune_epochs: int = TRAIN["fine_tune_epochs"],
         fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
@@ -220,6 +221,8 @@ def build_pipeline(
             to 150x150, "HxW" or "N" centre-crops every image to that size.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
+        backbone: the transfer model's backbone, an entry of components/common/backbones.py
+            (inception_v3, resnet50_v2); cut_layer "" = that backbone's default cut.
         source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
             credentials in them (user:password@, signed query strings); see docs/SECURITY.md.
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator); its node must be
@@ -245,6 +248,7 @@ def build_pipeline(
             weights_url=weights_url,
             sha256=weights_sha256,
             md5=weights_md5,
+            backbone=backbone,
         )
         shared = {
             "dataset_uri": prep.outputs["dataset_uri"],
@@ -266,7 +270,7 @@ def build_pipeline(
         transfer = task(
             "train-transfer",
             train_transfer_op,
-            model=DEFAULT_BACKBONE,
+            model=backbone,
             weights_uri=fetched.outputs["weights_uri"],
             input_size=transfer_input_size,
             epochs=transfer_epochs,

@@ -36,8 +36,14 @@ def write_run(
     phases: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     checkpoint_dir: str | None = None,
+    predictions: Any = "auto",
 ) -> Path:
-    """Write metrics.json, history.json and (unless None) misclassified.npz into `folder`."""
+    """Write metrics.json, history.json and (unless None) misclassified.npz into `folder`.
+
+    `predictions`: "auto" writes test_predictions.npz agreeing with the confusion matrix (its
+    mistakes spread over the images by a seeded permutation); an array writes those predicted
+    labels against the confusion matrix's true labels; None writes none (an older run).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     names = class_names or CLASS_NAMES
     finite = isinstance(accuracy, float) and accuracy == accuracy
@@ -67,6 +73,16 @@ def write_run(
         **(extra or {}),
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    if predictions is not None:
+        labels, guessed = paired_predictions(metrics["confusion_matrix"], sum(map(ord, model)))
+        if not isinstance(predictions, str):
+            guessed = np.asarray(predictions, np.int64)
+        np.savez(
+            folder / "test_predictions.npz",
+            predictions=guessed,
+            labels=labels,
+            test_split_sha256=np.array(test_split or ""),
+        )
     steps = np.arange(1, epochs + 1)
     final = accuracy if finite else 0.5
     history = {
@@ -91,6 +107,22 @@ def write_run(
             confidence=rng.uniform(0.3, 1.0, misclassified).astype(np.float32),
         )
     return folder
+
+
+def paired_predictions(confusion: list[list[int]], seed: int = 0):
+    """(labels, predictions) in a fixed image order that reproduce `confusion` exactly."""
+    matrix = np.asarray(confusion, np.int64)
+    rows, cols = np.nonzero(matrix)
+    counts = matrix[rows, cols]
+    labels = np.repeat(rows, counts)
+    guessed = np.repeat(cols, counts)
+    order = np.argsort(labels, kind="stable")  # images grouped by true class
+    labels, guessed = labels[order], guessed[order]
+    rng = np.random.default_rng(seed)
+    for value in np.unique(labels):  # shuffle the guesses within each class
+        index = np.flatnonzero(labels == value)
+        guessed[index] = rng.permutation(guessed[index])
+    return labels.astype(np.int64), guessed.astype(np.int64)
 
 
 def write_pair(root: Path, cnn_accuracy: Any = 0.85, transfer_accuracy: Any = 0.9, **transfer):

@@ -15,6 +15,7 @@ from components.compare import __main__ as cli
 from components.compare.compare import CompareConfig, pick_winner, run
 from components.compare.inputs import load_run
 from components.compare.report import headline
+from components.compare.stats import holm, mcnemar_exact
 from tests.fixtures_compare import CLASS_NAMES, write_pair, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -30,6 +31,13 @@ STABLE_NAMES = {
         "params_trainable",
     )
 } | {"accuracy_difference", "winner_is_transfer", "transfer_pretrained", "champion_promoted"}
+SIGNIFICANCE_NAMES = {
+    "mcnemar_p_value",
+    "accuracy_difference_ci_low",
+    "accuracy_difference_ci_high",
+    "difference_significant",
+}
+STABLE_NAMES |= SIGNIFICANCE_NAMES
 
 
 def compare(tmp_path: Path, cnn: Path, transfer: Path, **options):
@@ -310,3 +318,145 @@ def test_compare_releases_the_training_checkpoints_it_consumed(tmp_path):
         (cnn / "metrics.json").write_text(json.dumps({**metrics, "checkpoint_dir": planted}))
         compare(tmp_path, cnn, transfer)
         assert (outside / "keep.txt").exists() and (store / "checkpoints").is_dir()
+
+
+def test_test_predictions_are_loaded_and_checked_against_the_run(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", accuracy=0.84)
+    loaded = load_run(run_dir, "cnn")
+    paired = loaded.predictions
+    assert paired is not None and paired.test_split_sha256 == "a" * 64
+    assert np.mean(paired.predictions == paired.labels) == pytest.approx(0.84)
+
+
+def test_predictions_outside_the_class_count_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", predictions=np.full(100, 4))
+    with pytest.raises(DataError, match=r"test_predictions.npz: 'predictions' holds class .*0..3"):
+        load_run(run_dir, "cnn")
+
+
+def test_predictions_of_another_test_split_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn")
+    path = run_dir / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(path, **{**arrays, "test_split_sha256": np.array("d" * 64)})
+    with pytest.raises(DataError, match=r"predictions of test split dddddddddddd, but the run's"):
+        load_run(run_dir, "cnn")
+
+
+def test_predictions_that_do_not_cover_the_test_split_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn", predictions=np.zeros(100, int))
+    path = run_dir / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(
+        path,
+        **{**arrays, "predictions": arrays["predictions"][:90], "labels": arrays["labels"][:90]},
+    )
+    with pytest.raises(DataError, match=r"90 test predictions, but the confusion matrix"):
+        load_run(run_dir, "cnn")
+
+
+def test_pickled_predictions_are_refused(tmp_path):
+    run_dir = write_run(tmp_path / "cnn")
+    np.savez(
+        run_dir / "test_predictions.npz",
+        predictions=np.array([object()] * 100),
+        labels=np.zeros(100, int),
+    )
+    with pytest.raises(DataError, match=r"test_predictions.npz: not a readable .npz"):
+        load_run(run_dir, "cnn")
+
+
+def test_runs_whose_test_labels_differ_are_refused(tmp_path):
+    cnn, transfer = write_pair(tmp_path / "runs")
+    path = transfer / "test_predictions.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data}
+    np.savez(path, **{**arrays, "labels": arrays["labels"][::-1].copy()})
+    with pytest.raises(DataError, match="test predictions are not paired"):
+        compare(tmp_path, cnn, transfer)
+    assert not (tmp_path / "out").exists()
+
+
+def labels_and_mistakes(wrong_per_class: int, per_class: int = 25, classes: int = 4):
+    """The fixture's test labels (grouped by class) and predictions wrong on the first k of each."""
+    labels = np.repeat(np.arange(classes), per_class)
+    guessed = labels.copy()
+    for value in range(classes):
+        first = np.flatnonzero(labels == value)[:wrong_per_class]
+        guessed[first] = (value + 1) % classes
+    return labels, guessed
+
+
+def discordant(cnn: Path, transfer: Path) -> tuple[int, int]:
+    loaded = [np.load(folder / "test_predictions.npz") for folder in (cnn, transfer)]
+    right = [data["predictions"] == data["labels"] for data in loaded]
+    return int(np.sum(right[0] & ~right[1])), int(np.sum(right[1] & ~right[0]))
+
+
+def test_a_clear_difference_is_significant_and_the_report_says_so(tmp_path):
+    _, cnn_guess = labels_and_mistakes(5)  # 0.80
+    _, transfer_guess = labels_and_mistakes(0)  # 1.00
+    cnn = write_run(tmp_path / "cnn", accuracy=0.8, predictions=cnn_guess)
+    transfer = write_run(
+        tmp_path / "transfer",
+        model="inception_v3",
+        display_name="InceptionV3",
+        pretrained=True,
+        accuracy=1.0,
+        predictions=transfer_guess,
+    )
+    result = compare(tmp_path, cnn, transfer)
+    b, c = discordant(cnn, transfer)
+    assert (b, c) == (0, 20)
+    metrics = result.metrics
+    assert set(metrics) == STABLE_NAMES
+    assert metrics["mcnemar_p_value"] == pytest.approx(mcnemar_exact(b, c))
+    assert metrics["difference_significant"] == 1.0
+    assert 0 < metrics["accuracy_difference_ci_low"] < 0.2 < metrics["accuracy_difference_ci_high"]
+    assert result.comparison["headline"].endswith(
+        f"The difference is significant at the 5% level (exact McNemar test (two-sided binomial "
+        f"on the discordant images): p = {mcnemar_exact(b, c):.3g}; 95% bootstrap confidence "
+        f"interval of the difference {metrics['accuracy_difference_ci_low'] * 100:+.2f} to "
+        f"{metrics['accuracy_difference_ci_high'] * 100:+.2f} points, over 100 test images)."
+    )
+    comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    (pair,) = comparison["significance"]["pairs"]
+    assert (pair["first"], pair["second"]) == ("cnn", "transfer")
+    assert (pair["first_only_right"], pair["second_only_right"]) == (0, 20)
+    for text in (Path(result.summary_md).read_text(), Path(result.report_html).read_text()):
+        assert "exact McNemar test" in text and "95% confidence interval" in text
+        assert f"{mcnemar_exact(b, c):.4g}" in text
+        assert "significant at the 5% level" in text
+
+
+def test_a_small_difference_is_reported_as_not_distinguishable(tmp_path):
+    cnn, transfer = write_pair(tmp_path / "runs", 0.84, 0.88)
+    result = compare(tmp_path, cnn, transfer)
+    b, c = discordant(cnn, transfer)
+    p_value = holm([mcnemar_exact(b, c)])[0]
+    assert p_value >= 0.05  # the fixture's 4-point gap on 100 images is noise
+    assert result.metrics["mcnemar_p_value"] == pytest.approx(p_value)
+    assert result.metrics["difference_significant"] == 0.0
+    low, high = (result.metrics[f"accuracy_difference_ci_{end}"] for end in ("low", "high"))
+    assert low < 0 < high
+    assert "The difference is not distinguishable at the 5% level" in result.comparison["headline"]
+    assert "not distinguishable at the 5% level" in Path(result.summary_md).read_text()
+
+
+def test_runs_without_test_predictions_are_compared_without_significance(tmp_path):
+    cnn = write_run(tmp_path / "cnn", predictions=None)  # written before predictions were saved
+    transfer = write_run(
+        tmp_path / "transfer", model="inception_v3", display_name="InceptionV3", accuracy=0.9
+    )
+    result = compare(tmp_path, cnn, transfer)
+    assert set(result.metrics) == STABLE_NAMES - SIGNIFICANCE_NAMES
+    assert result.comparison["significance"]["computed"] is False
+    assert result.comparison["headline"].endswith(
+        "Significance could not be computed: no test predictions for cnn (an older run)."
+    )
+    summary = Path(result.summary_md).read_text()
+    assert "could not be computed" in summary
+    assert "could not be computed" in Path(result.report_html).read_text()
+    assert result.comparison["champion"]["decision"] == "promote"

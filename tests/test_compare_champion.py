@@ -6,12 +6,15 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components.common import storage
 from components.common.dataset import DataError
 from components.compare.champion import champion_uri, decide, gate
-from tests.fixtures_compare import TEST_SPLIT
+from components.compare.compare import CompareConfig, run
+from components.compare.stats import mcnemar_exact
+from tests.fixtures_compare import TEST_SPLIT, write_run
 
 MARGIN = 0.005
 
@@ -92,6 +95,12 @@ def test_gate_sequence_on_a_local_store(tmp_path):
         b'{"model": "x"}',
         b'{"model": "x", "test_accuracy": "high", "test_split_sha256": "a"}',
         b"\xff\xfe",
+        b'{"model": "x", "test_accuracy": 0.9, "test_split_sha256": "a", "test_predictions": '
+        b'{"test_split_sha256": "a", "predictions": [1, "2"], "labels": [1, 2]}}',
+        b'{"model": "x", "test_accuracy": 0.9, "test_split_sha256": "a", "test_predictions": '
+        b'{"test_split_sha256": "a", "predictions": [1], "labels": [1, 2]}}',
+        b'{"model": "x", "test_accuracy": 0.9, "test_split_sha256": "a", "test_predictions": '
+        b'{"predictions": [1], "labels": [1]}}',
     ],
 )
 def test_corrupt_champion_file_is_a_clear_error_and_stays(tmp_path, content):
@@ -184,3 +193,83 @@ def test_a_gate_run_again_after_its_write_recognises_its_own_promotion(tmp_path)
     assert "already promoted by this run" in again.reason
     other = gate(uri, {**record, "model": "transfer"}, 0.005)  # equal accuracy, another model
     assert not other.promoted and "not better" in other.reason
+
+
+def with_predictions(entry, right: int, images: int = 200, split=TEST_SPLIT, start: int = 0):
+    """`entry` with test predictions right on `right` of `images` (wrong ones from `start`)."""
+    labels = [i % 4 for i in range(images)]
+    wrong = set(range(start, start + images - right))
+    predictions = [(t + 1) % 4 if i in wrong else t for i, t in enumerate(labels)]
+    stored = {"test_split_sha256": split, "predictions": predictions, "labels": labels}
+    return {**entry, "test_predictions": stored}
+
+
+def test_a_gain_beyond_the_margin_that_is_noise_is_not_promoted():
+    # 182/200 vs 180/200: one point, above the half-point margin, but 2 discordant images.
+    champion = with_predictions(record(0.90), 180)
+    challenger = with_predictions(record(0.91), 182)
+    decision, reason = decide(challenger, champion, MARGIN)
+    assert decision == "keep"
+    assert "not significant at the 5% level" in reason
+    assert f"p = {mcnemar_exact(0, 2):.3g} on 200 shared test images" in reason
+
+
+def test_a_significant_gain_beyond_the_margin_is_promoted():
+    champion = with_predictions(record(0.80), 160)
+    challenger = with_predictions(record(0.95), 190)  # right on 30 the champion missed
+    decision, reason = decide(challenger, champion, MARGIN)
+    assert decision == "promote"
+    assert f"significant (exact McNemar p = {mcnemar_exact(0, 30):.3g}" in reason
+
+
+def test_a_champion_without_predictions_is_judged_on_the_margin_alone():
+    decision, reason = decide(with_predictions(record(0.91), 182), record(0.90), MARGIN)
+    assert decision == "promote" and "the margin alone decides" in reason
+    # Predictions of another test split do not pair either.
+    champion = with_predictions(record(0.90), 180, split="e" * 64)
+    decision, reason = decide(with_predictions(record(0.91), 182), champion, MARGIN)
+    assert decision == "promote" and "the margin alone decides" in reason
+
+
+def test_compare_keeps_the_champions_predictions_and_tests_the_next_challenger(tmp_path):
+    """End to end: the champion record holds plain integer lists; a noisy gain is kept out."""
+    labels = np.repeat(np.arange(4), 25)
+
+    def guesses(wrong: list[int]):
+        out = labels.copy()
+        out[wrong] = (labels[wrong] + 1) % 4
+        return out
+
+    def compare_runs(name: str, cnn_wrong: list[int], transfer_wrong: list[int]):
+        runs = tmp_path / name
+        cnn = write_run(runs / "cnn", accuracy=0.5, predictions=guesses(cnn_wrong))
+        transfer = write_run(
+            runs / "transfer",
+            model="inception_v3",
+            display_name="InceptionV3",
+            pretrained=True,
+            accuracy=1 - len(transfer_wrong) / 100,
+            predictions=guesses(transfer_wrong),
+        )
+        config = CompareConfig(
+            cnn_dir=str(cnn),
+            transfer_dir=str(transfer),
+            output_dir=str(runs / "out"),
+            store=str(tmp_path / "store"),
+        )
+        return run(config)
+
+    first = compare_runs("first", list(range(50)), list(range(10)))  # transfer: 0.90
+    assert first.champion["decision"] == "promote"
+    stored = json.loads(Path(first.champion["uri"]).read_text())["test_predictions"]
+    assert stored["test_split_sha256"] == TEST_SPLIT
+    assert stored["labels"] == labels.tolist()
+    assert stored["predictions"] == guesses(list(range(10))).tolist()
+    comparison = json.loads((tmp_path / "first" / "out" / "comparison.json").read_text())
+    assert comparison["champion"]["record"]["test_predictions"]["images"] == 100
+
+    # 0.92 beats 0.90 by 2 points (> margin), but on 2 discordant images of 100: kept.
+    second = compare_runs("second", list(range(50)), list(range(8)))
+    assert second.champion["decision"] == "keep"
+    assert "not significant at the 5% level" in second.champion["reason"]
+    assert json.loads(Path(first.champion["uri"]).read_text())["test_accuracy"] == 0.9

@@ -44,6 +44,7 @@ PIPELINE = {
     "limit": [(PrepConfig, "limit", None)],
     "val_fraction": [(PrepConfig, "val_fraction", None)],
     "image_size": [(PrepConfig, "image_size", None)],
+    "backbone": [(WeightsConfig, "backbone", None)],
     "weights_url": [(WeightsConfig, "weights_url", None)],
     "weights_sha256": [(WeightsConfig, "sha256", None)],
     "weights_md5": [(WeightsConfig, "md5", None)],
@@ -56,7 +57,7 @@ PIPELINE = {
     "cnn_learning_rate": [(TrainConfig, "learning_rate", "seed_cnn")],
     "transfer_learning_rate": [(TrainConfig, "learning_rate", "inception_v3")],
     "augmentation": [(TrainConfig, "augmentation", None)],
-    "cut_layer": [(TrainConfig, "cut_layer", "inception_v3")],
+    "cut_layer": [(TrainConfig, "cut_layer", None)],  # "": the chosen backbone's default
     "fine_tune_from": [(TrainConfig, "fine_tune_from", "inception_v3")],
     "fine_tune_epochs": [(TrainConfig, "fine_tune_epochs", "inception_v3")],
     "fine_tune_learning_rate": [(TrainConfig, "fine_tune_learning_rate", "inception_v3")],

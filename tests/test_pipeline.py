@@ -368,7 +368,8 @@ def test_every_knob_has_a_default(compiled):
     }  # fmt: skip
     assert expected <= set(parameters)
     assert all("defaultValue" in parameter for parameter in parameters.values())
-    assert parameters["cut_layer"]["defaultValue"] == "mixed7"
+    assert parameters["cut_layer"]["defaultValue"] == ""  # the backbone's default cut
+    assert parameters["backbone"]["defaultValue"] == "inception_v3"
     assert parameters["gpu_type"]["defaultValue"] == "nvidia-l4"
     assert parameters["spot"]["defaultValue"] is False
     assert parameters["transfer_input_size"]["defaultValue"] == 150

@@ -12,6 +12,7 @@ import pytest
 from components.common import storage
 from components.common.dataset import DataError, load_manifest
 from components.common.digest import file_digest
+from components.common.result import PREDICTIONS_FILE, TestPredictions
 from components.data_prep.prep import PrepConfig
 from components.data_prep.prep import run as prep
 from components.training import features
@@ -93,6 +94,15 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     assert len(wrong["labels"]) == min(36, confusion.sum() - np.trace(confusion))
     assert np.all(wrong["labels"] != wrong["predictions"])
     assert json.loads((out / "config.json").read_text())["input_size"] == 16
+    # Every test image's prediction, paired with its label, for compare's statistics.
+    paired = TestPredictions.load(out / PREDICTIONS_FILE, 10, metrics["test_split_sha256"])
+    assert paired.predictions.dtype == paired.labels.dtype == np.int64
+    assert len(paired.labels) == confusion.sum()
+    assert np.mean(paired.predictions == paired.labels) == pytest.approx(metrics["test_accuracy"])
+    recount = np.zeros((10, 10), int)
+    np.add.at(recount, (paired.labels, paired.predictions), 1)
+    assert recount.tolist() == confusion.tolist()
+    assert "test_predictions" not in np.load(out / "misclassified.npz")
     assert not list(out.glob(".staging-*"))
     # The exported SavedModel takes raw uint8 images and agrees with the Keras model.
     images = (wrong["images"] if len(wrong["images"]) else np.zeros((2, 8, 8, 1), np.uint8))[:4]
@@ -166,6 +176,7 @@ def test_scores_per_class_and_confusion():
     assert result.per_class["b"]["recall"] == pytest.approx(2 / 3)
     assert result.per_class["b"]["f1"] == pytest.approx(0.8)
     assert result.misclassified["labels"].tolist() == [1]
+    assert result.predictions.tolist() == [0, 1, 0, 1] and result.labels.tolist() == [0, 1, 1, 1]
     expected_loss = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
     assert result.loss == pytest.approx(expected_loss, rel=1e-5)
 
@@ -344,3 +355,32 @@ def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path):
             )
         )
     assert not (tmp_path / "out" / "history.json").exists()
+
+
+def test_resnet50_v2_entry_matches_keras_and_trains_from_generated_weights(dataset, tmp_path):
+    """The registry's ResNet50V2 entry: Keras' published file and hash, its cut, its scaling."""
+    import keras
+    from keras.src.applications import resnet
+
+    from components.common.backbones import BACKBONES
+
+    entry = BACKBONES["resnet50_v2"]
+    assert entry.weights_url == resnet.BASE_WEIGHTS_PATH + entry.weights_filename
+    assert entry.weights_md5 == resnet.WEIGHTS_HASHES["resnet50v2"][1]
+    pixels = np.array([0.0, 127.5, 255.0])
+    scaled = keras.applications.resnet_v2.preprocess_input(pixels.reshape(1, 1, 3).copy())
+    np.testing.assert_allclose(pixels * entry.scale + entry.offset, scaled.ravel(), atol=1e-6)
+    # Generated weights stand in for the ImageNet file (no network here).
+    weights = tmp_path / "resnet50v2_notop.weights.h5"
+    keras.applications.ResNet50V2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    ).save_weights(str(weights))
+    result = run(
+        config(dataset, tmp_path, model="resnet50_v2", input_size=32, weights_uri=str(weights))
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert result.pretrained and metrics["model"] == "resnet50_v2"
+    assert metrics["display_name"] == "ResNet50V2 transfer (pretrained)"
+    assert metrics["input_size"] == 32 and metrics["params_trainable"] < metrics["params_total"]
+    saved = keras.models.load_model(tmp_path / "out" / "model.keras")
+    assert any(layer.name == "resnet50v2_to_post_relu" for layer in saved.layers)

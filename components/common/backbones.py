@@ -43,6 +43,24 @@ BACKBONES: dict[str, Backbone] = {
         weights_filename="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
     ),
+    # keras/src/applications/resnet.py: BASE_WEIGHTS_PATH + the no-top file name, and
+    # WEIGHTS_HASHES["resnet50v2"][1] (an md5); resnet_v2.preprocess_input is mode "tf",
+    # x / 127.5 - 1. The default cut is the pre-activation stack's final output (post_relu,
+    # what include_top=False returns); 112 px (224 scaled down as InceptionV3's 299 -> 150)
+    # leaves a 4x4x2048 map, a head of about the size of InceptionV3's at mixed7.
+    "resnet50_v2": Backbone(
+        keras_class="ResNet50V2",
+        display_name="ResNet50V2 transfer",
+        default_input_size=112,
+        min_input_size=32,
+        scale=1 / 127.5,
+        offset=-1.0,
+        default_cut_layer="post_relu",
+        weights_url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_filename="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="fac2f116257151a9d068a22e544a4917",
+    ),
 }
 
 DEFAULT_BACKBONE = "inception_v3"

@@ -3,6 +3,7 @@
 A training run's output folder holds:
 
     model.keras  saved_model/  history.json  misclassified.npz  config.json
+    test_predictions.npz   every test image's predicted and true label (paired statistics)
     metrics.json   written last: the `TrainingMetrics` record
 
 Training writes `TrainingMetrics.to_json()`; compare reads it with `TrainingMetrics.from_dict`,
@@ -14,8 +15,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from components.common.dataset import DataError
 from components.common.lineage import as_metadata
@@ -27,6 +32,7 @@ MISCLASSIFIED_FILE = "misclassified.npz"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
+PREDICTIONS_FILE = "test_predictions.npz"
 
 
 class Role(enum.StrEnum):
@@ -130,3 +136,62 @@ class TrainingMetrics:
                 "lineage": raw.get("lineage") or {},
             }
         )
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """Every test image's predicted and true label, in test-split order (PREDICTIONS_FILE).
+
+    Two runs tested on the same split (`test_split_sha256`) are paired image by image, which is
+    what the McNemar test and the paired bootstrap of compare need.
+    """
+
+    predictions: np.ndarray  # int64 [N], predicted class index
+    labels: np.ndarray  # int64 [N], true class index
+    test_split_sha256: str
+
+    def save(self, path: str | Path) -> None:
+        """Write the .npz (plain integer and text arrays only: it loads without pickle)."""
+        np.savez_compressed(
+            path,
+            predictions=np.asarray(self.predictions, np.int64),
+            labels=np.asarray(self.labels, np.int64),
+            test_split_sha256=np.array(self.test_split_sha256 or ""),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, num_classes: int, test_split_sha256: str | None):
+        """Read and check a PREDICTIONS_FILE; None when it is absent (runs from older versions).
+
+        The arrays must be integer class indices below `num_classes`, of equal length, and the
+        file's test split must be `test_split_sha256` (the run's metrics.json); else DataError.
+        """
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                predictions, labels = data["predictions"], data["labels"]
+                split = str(data["test_split_sha256"]) if "test_split_sha256" in data else ""
+        except KeyError as error:
+            raise DataError(f"{path}: missing array {error}") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: not a readable .npz file ({error})") from None
+        for name, array in (("predictions", predictions), ("labels", labels)):
+            if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+                raise DataError(
+                    f"{path}: '{name}' must be a 1-D integer array, got {array.dtype} {array.shape}"
+                )
+            if len(array) and (array.min() < 0 or array.max() >= num_classes):
+                raise DataError(
+                    f"{path}: '{name}' holds class indices outside 0..{num_classes - 1} "
+                    f"({num_classes} classes)"
+                )
+        if predictions.shape != labels.shape:
+            raise DataError(f"{path}: {len(predictions)} predictions for {len(labels)} labels")
+        if test_split_sha256 and split != test_split_sha256:
+            raise DataError(
+                f"{path}: predictions of test split {split[:12] or '(none)'}, but the run's "
+                f"{METRICS_FILE} says it was tested on {test_split_sha256[:12]}"
+            )
+        return cls(predictions.astype(np.int64), labels.astype(np.int64), split)

@@ -11,7 +11,14 @@ update is lost. Policy:
 - a champion measured on a different test split is not comparable: the gate keeps it and says
   why, unless `promote_on_new_split` is set (then the winner is promoted with that reason);
 - otherwise the winner is promoted only if its accuracy exceeds the champion's by more than
-  `margin` (absolute accuracy, 0.005 = half a point).
+  `margin` (absolute accuracy, 0.005 = half a point), and, when both the champion record and
+  the winner hold test predictions of that same test split, only if the difference is also
+  significant: the exact McNemar test between the two sets of predictions gives p < ALPHA
+  (0.05). A champion record without predictions (written by an older version) is judged on
+  the margin alone, and the reason says so.
+
+The record keeps the champion's test predictions as plain JSON integer lists, never a pickled
+object: `test_predictions = {"test_split_sha256": ..., "predictions": [...], "labels": [...]}`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from components.common.dataset import DataError
 from components.common.digest import json_digest
 from components.common.logging import get_logger
 from components.common.numbers import finite_or_none as number
+from components.compare.stats import ALPHA, mcnemar_exact
 
 log = get_logger("compare")
 
@@ -36,6 +44,7 @@ RECORD_FORMAT = 1
 MAX_ATTEMPTS = 8  # read-decide-write rounds before giving up on a contended champion file
 EPSILON = 1e-9  # accuracies closer than this are equal (float noise, e.g. 0.905 - 0.9 > 0.005)
 REQUIRED_FIELDS = ("model", "test_accuracy", "test_split_sha256")
+PREDICTIONS_FIELD = "test_predictions"  # {"test_split_sha256", "predictions", "labels"}
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,19 @@ class Decision:
     attempts: int  # read-decide-write rounds (more than 1: another gate wrote meanwhile)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict; the records' prediction lists are shortened to their length."""
+        values = asdict(self)
+        for key in ("previous", "record"):
+            if isinstance(values[key], dict) and PREDICTIONS_FIELD in values[key]:
+                stored = values[key][PREDICTIONS_FIELD]
+                values[key] = {
+                    **values[key],
+                    PREDICTIONS_FIELD: {
+                        "test_split_sha256": stored.get("test_split_sha256"),
+                        "images": len(stored.get("predictions") or []),
+                    },
+                }
+        return values
 
 
 def champion_uri(store: str, dataset: str) -> str:
@@ -78,7 +98,53 @@ def parse_record(text: str, uri: str) -> dict[str, Any]:
             f"{uri}: corrupt champion file, test_accuracy {record['test_accuracy']!r} is not a "
             "finite number; fix or remove it"
         )
+    if record.get(PREDICTIONS_FIELD) is not None:
+        problem = predictions_problem(record[PREDICTIONS_FIELD])
+        if problem:
+            raise DataError(f"{uri}: corrupt champion file, {problem}; fix or remove it")
     return record
+
+
+def predictions_problem(stored: Any) -> str:
+    """Why a record's test predictions are malformed ("" when they are well formed)."""
+    if not isinstance(stored, dict):
+        return f"{PREDICTIONS_FIELD} must be an object"
+    if not isinstance(stored.get("test_split_sha256"), str) or not stored["test_split_sha256"]:
+        return f"{PREDICTIONS_FIELD} must name its test_split_sha256"
+    lists = [stored.get(key) for key in ("predictions", "labels")]
+    for key, values in zip(("predictions", "labels"), lists, strict=True):
+        if not isinstance(values, list) or not all(type(v) is int and v >= 0 for v in values):
+            return f"{PREDICTIONS_FIELD}.{key} must be a list of non-negative integers"
+    if len(lists[0]) != len(lists[1]):
+        return f"{PREDICTIONS_FIELD} has {len(lists[0])} predictions for {len(lists[1])} labels"
+    return ""
+
+
+def significance(candidate: dict[str, Any], current: dict[str, Any]) -> tuple[float, str] | None:
+    """(McNemar p, description) of candidate vs champion on the same test images, or None.
+
+    None when either record lacks predictions of the test split both were measured on, or
+    when the two hold different labels.
+    """
+    mine, theirs = candidate.get(PREDICTIONS_FIELD), current.get(PREDICTIONS_FIELD)
+    split = candidate.get("test_split_sha256")
+    if not mine or not theirs or predictions_problem(mine) or predictions_problem(theirs):
+        return None
+    if mine["test_split_sha256"] != split or theirs["test_split_sha256"] != split:
+        return None
+    if mine["labels"] != theirs["labels"]:
+        return None
+    labels = mine["labels"]
+    new_right = [p == t for p, t in zip(mine["predictions"], labels, strict=True)]
+    old_right = [p == t for p, t in zip(theirs["predictions"], labels, strict=True)]
+    champion_only = sum(o and not n for n, o in zip(new_right, old_right, strict=True))
+    candidate_only = sum(n and not o for n, o in zip(new_right, old_right, strict=True))
+    p_value = mcnemar_exact(champion_only, candidate_only)
+    text = (
+        f"exact McNemar p = {p_value:.3g} on {len(labels)} shared test images "
+        f"({candidate_only} only the challenger got right, {champion_only} only the champion)"
+    )
+    return p_value, text
 
 
 def decide(
@@ -114,10 +180,29 @@ def decide(
     gain = accuracy - best
     versus = f"{name} {accuracy:.4f} vs champion {best_name} {best:.4f} ({gain * 100:+.2f} points)"
     if gain > margin + EPSILON:
-        return "promote", f"{versus}: beats it by more than the margin of {margin * 100:.2f} points"
+        return _significant(candidate, current, versus, margin)
     if gain > EPSILON:
         return "keep", f"{versus}: better, but within the margin of {margin * 100:.2f} points"
     return "keep", f"{versus}: not better"
+
+
+def _significant(
+    candidate: dict[str, Any], current: dict[str, Any], versus: str, margin: float
+) -> tuple[str, str]:
+    """The decision for a candidate that beats the champion by more than the margin."""
+    beats = f"{versus}: beats it by more than the margin of {margin * 100:.2f} points"
+    tested = significance(candidate, current)
+    if tested is None:
+        return "promote", (
+            f"{beats}; no significance test (the champion record or this run has no test "
+            "predictions of this test split), so the margin alone decides"
+        )
+    p_value, text = tested
+    if p_value < ALPHA:
+        return "promote", f"{beats}, and the difference is significant ({text})"
+    return "keep", (
+        f"{beats}, but the difference is not significant at the {ALPHA:.0%} level ({text})"
+    )
 
 
 def _read_current(uri: str) -> tuple[int, dict[str, Any] | None]:

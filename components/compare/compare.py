@@ -10,7 +10,7 @@ from typing import Any
 from components.common import checkpoints, storage
 from components.common.logging import get_logger, step
 from components.common.result import METRICS_FILE, NUMBER_FIELDS, Role
-from components.compare import champion, plots, report
+from components.compare import champion, plots, report, stats
 from components.compare.config import CompareConfig, CompareResult
 from components.compare.inputs import RunOutputs, check_comparable, load_run
 
@@ -33,7 +33,45 @@ def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> Role | None:
     return Role.TRANSFER if params[1] < params[0] else Role.CNN
 
 
-def flat_metrics(runs: dict[Role, RunOutputs], winner: Role | None, promoted: bool) -> dict:
+def significance(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, Any]:
+    """The paired test of transfer vs CNN on the shared test images, for comparison.json.
+
+    `{"computed": True, "test": ..., "alpha": ..., "pairs": [PairTest dicts]}` (the
+    difference is transfer - cnn), or `{"computed": False, "reason": ...}` when a run has no
+    test predictions (runs written before they were saved).
+    """
+    missing = [str(run.role) for run in (cnn, transfer) if run.predictions is None]
+    if missing:
+        return {
+            "computed": False,
+            "reason": f"no test predictions for {' and '.join(missing)} (an older run), so the "
+            "significance of the difference could not be computed",
+        }
+    labels = cnn.predictions.labels
+    pairs = stats.compare_pairs(
+        {
+            str(Role.CNN): cnn.predictions.predictions,
+            str(Role.TRANSFER): transfer.predictions.predictions,
+        },
+        labels,
+    )
+    return {
+        "computed": True,
+        "test": stats.TEST_NAME,
+        "alpha": stats.ALPHA,
+        "confidence": stats.CONFIDENCE,
+        "resamples": stats.RESAMPLES,
+        "correction": "Holm",
+        "pairs": [pair.to_dict() for pair in pairs],
+    }
+
+
+def flat_metrics(
+    runs: dict[Role, RunOutputs],
+    winner: Role | None,
+    promoted: bool,
+    tested: dict[str, Any] | None = None,
+) -> dict:
     """Stable names -> numbers for the KFP Metrics artifact; missing numbers are left out."""
     metrics: dict[str, float] = {}
     for role, run in runs.items():
@@ -47,6 +85,12 @@ def flat_metrics(runs: dict[Role, RunOutputs], winner: Role | None, promoted: bo
         metrics["winner_is_transfer"] = 1.0 if winner == Role.TRANSFER else 0.0
     metrics["transfer_pretrained"] = 1.0 if transfer.pretrained else 0.0
     metrics["champion_promoted"] = 1.0 if promoted else 0.0
+    if tested and tested.get("computed"):
+        pair = tested["pairs"][0]
+        metrics["mcnemar_p_value"] = pair["p_value_holm"]
+        metrics["accuracy_difference_ci_low"] = pair["ci_low"]
+        metrics["accuracy_difference_ci_high"] = pair["ci_high"]
+        metrics["difference_significant"] = 1.0 if pair["significant"] else 0.0
     return metrics
 
 
@@ -70,6 +114,17 @@ def candidate_record(config: CompareConfig, run: RunOutputs | None) -> dict[str,
         "test_split_sha256": run.metrics.test_split_sha256,
         "model_uri": pointer or run.folder,
         "run_id": config.run_id or None,
+        **(
+            {
+                champion.PREDICTIONS_FIELD: {
+                    "test_split_sha256": run.predictions.test_split_sha256,
+                    "predictions": run.predictions.predictions.tolist(),
+                    "labels": run.predictions.labels.tolist(),
+                }
+            }
+            if run.predictions is not None and run.predictions.test_split_sha256
+            else {}
+        ),
     }
 
 
@@ -92,8 +147,10 @@ def _model_summary(run: RunOutputs) -> dict[str, Any]:
     }
 
 
-def _notes(cnn: RunOutputs, transfer: RunOutputs) -> list[str]:
+def _notes(cnn: RunOutputs, transfer: RunOutputs, tested: dict[str, Any]) -> list[str]:
     notes = [*cnn.notes, *transfer.notes]
+    if not tested["computed"]:
+        notes.append(tested["reason"])
     if len(cnn.history.epoch) != len(transfer.history.epoch):
         notes.append(
             f"the histories differ in length ({len(cnn.history.epoch)} vs "
@@ -104,7 +161,7 @@ def _notes(cnn: RunOutputs, transfer: RunOutputs) -> list[str]:
     return notes
 
 
-def _comparison(config, runs, winner, metrics, decision, notes, figures) -> dict[str, Any]:
+def _comparison(config, runs, winner, metrics, decision, notes, figures, tested) -> dict:
     """comparison.json: names, headline, per-model figures, champion decision and notes."""
     cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
     source = (transfer if transfer.metrics.test_split_sha256 else cnn).metrics
@@ -121,9 +178,10 @@ def _comparison(config, runs, winner, metrics, decision, notes, figures) -> dict
         "winner": winner,
         "winner_model": runs[winner].model if winner else None,
         "winner_display_name": runs[winner].display_name if winner else None,
-        "headline": report.headline(cnn, transfer, winner),
+        "headline": report.headline(cnn, transfer, winner, tested),
         "models": {str(role): _model_summary(run) for role, run in runs.items()},
         "metrics": metrics,
+        "significance": tested,
         "champion": {**decision.to_dict(), "margin": config.margin},
         "notes": notes,
         "figures": list(figures),
@@ -150,6 +208,7 @@ def run(config: CompareConfig) -> CompareResult:
         }
         check_comparable(*runs.values())
         winner = pick_winner(*runs.values())
+        tested = significance(*runs.values())
         figures = plots.all_figures(*runs.values())
         decision = champion.gate(
             champion.champion_uri(config.store, config.dataset_name),
@@ -157,9 +216,9 @@ def run(config: CompareConfig) -> CompareResult:
             config.margin,
             promote_on_new_split=config.promote_on_new_split,
         )
-        metrics = flat_metrics(runs, winner, decision.promoted)
-        notes = _notes(*runs.values())
-        comparison = _comparison(config, runs, winner, metrics, decision, notes, figures)
+        metrics = flat_metrics(runs, winner, decision.promoted, tested)
+        notes = _notes(*runs.values(), tested)
+        comparison = _comparison(config, runs, winner, metrics, decision, notes, figures, tested)
         out = Path(config.output_dir)
         _write(out, runs, comparison, figures, metrics)
         # Both results are now held here: their training checkpoints have served their purpose.

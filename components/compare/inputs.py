@@ -20,7 +20,9 @@ from components.common.result import (
     METRICS_FILE,
     MISCLASSIFIED_FILE,
     NUMBER_FIELDS,
+    PREDICTIONS_FILE,
     Role,
+    TestPredictions,
     TrainingMetrics,
 )
 
@@ -70,7 +72,10 @@ class RunOutputs:
     confusion: np.ndarray | None  # int [n, n], rows true, cols predicted
     history: History
     misclassified: Misclassified | None
-    notes: list[str] = field(default_factory=list)  # problems shown in the report
+    notes: list[str] = field(default_factory=list)
+    predictions: TestPredictions | None = (
+        None  # None: the run predates PREDICTIONS_FILE  # problems shown in the report
+    )
 
     @property
     def model(self) -> str:
@@ -207,15 +212,26 @@ def load_run(folder: str | Path, role: Role) -> RunOutputs:
     misclassified = load_misclassified(folder / MISCLASSIFIED_FILE, count)
     if misclassified is None:
         notes.append(f"{role}: no {MISCLASSIFIED_FILE}, so no grid of its wrong predictions")
+    predictions = TestPredictions.load(folder / PREDICTIONS_FILE, count, metrics.test_split_sha256)
+    if predictions is None:
+        notes.append(f"{role}: no {PREDICTIONS_FILE}, so no significance test can use it")
+    confusion = _confusion(metrics.confusion_matrix, count, metrics_path)
+    counted = None if confusion is None else int(confusion.sum())
+    if predictions is not None and counted is not None and len(predictions.labels) != counted:
+        raise DataError(
+            f"{folder / PREDICTIONS_FILE}: {len(predictions.labels)} test predictions, but "
+            f"the confusion matrix of {metrics_path} counts {counted} images"
+        )
     return RunOutputs(
         role=role,
         folder=str(folder),
         metrics=metrics,
         missing=missing,
-        confusion=_confusion(metrics.confusion_matrix, count, metrics_path),
+        confusion=confusion,
         history=load_history(folder / HISTORY_FILE),
         misclassified=misclassified,
         notes=notes,
+        predictions=predictions,
     )
 
 
@@ -231,4 +247,18 @@ def check_comparable(cnn: RunOutputs, transfer: RunOutputs) -> None:
         raise DataError(
             f"the runs were tested on different test splits: {cnn.folder} on {splits[0]}, "
             f"{transfer.folder} on {splits[1]}"
+        )
+    check_paired(cnn, transfer)
+
+
+def check_paired(first: RunOutputs, second: RunOutputs) -> None:
+    """Both runs' test predictions (when both have them) must cover the same labelled images."""
+    if first.predictions is None or second.predictions is None:
+        return
+    a, b = first.predictions, second.predictions
+    if len(a.labels) != len(b.labels) or not np.array_equal(a.labels, b.labels):
+        raise DataError(
+            f"the test predictions are not paired: {Path(first.folder) / PREDICTIONS_FILE} has "
+            f"{len(a.labels)} labels, {Path(second.folder) / PREDICTIONS_FILE} {len(b.labels)}, "
+            "and they must be the same labels in the same order"
         )

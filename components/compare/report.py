@@ -106,8 +106,37 @@ def describe(run: RunOutputs) -> str:
     return f"transfer learning ({name}{state})"
 
 
-def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
-    """One sentence that answers the question, with the honest caveat first when needed."""
+def significance_text(tested: dict[str, Any] | None) -> str:
+    """The verdict on the difference: significant or not distinguishable, test, p and interval."""
+    if not tested:
+        return ""
+    if not tested.get("computed"):
+        return f"Significance could not be computed: {tested['reason'].split(', so ')[0]}."
+    pair = tested["pairs"][0]
+    verdict = (
+        f"significant at the {tested['alpha']:.0%} level"
+        if pair["significant"]
+        else f"not distinguishable at the {tested['alpha']:.0%} level"
+    )
+    return (
+        f"The difference is {verdict} ({tested['test']}: p = {pair['p_value_holm']:.3g}; "
+        f"{tested['confidence']:.0%} bootstrap confidence interval of the difference "
+        f"{pair['ci_low'] * 100:+.2f} to {pair['ci_high'] * 100:+.2f} points, "
+        f"over {pair['images']:,} test images)."
+    )
+
+
+def headline(
+    cnn: RunOutputs,
+    transfer: RunOutputs,
+    winner: str | None,
+    tested: dict[str, Any] | None = None,
+) -> str:
+    """One sentence that answers the question, with the honest caveat first when needed.
+
+    With the paired statistics (`tested`, see compare.significance) a second sentence says
+    whether the difference is significant at the 5% level or not distinguishable from noise.
+    """
     caveat = ""
     if not transfer.pretrained:
         caveat = (
@@ -127,7 +156,8 @@ def headline(cnn: RunOutputs, transfer: RunOutputs, winner: str | None) -> str:
         f"{describe(best)} {verb} {describe(other)} by {gain:+.1f} points: "
         f"{best.accuracy:.4f} vs {other.accuracy:.4f} test accuracy."
     )
-    return caveat + sentence[0].upper() + sentence[1:]
+    verdict = significance_text(tested)
+    return caveat + sentence[0].upper() + sentence[1:] + (f" {verdict}" if verdict else "")
 
 
 def _cell(row: Row, run: RunOutputs, best: float | None) -> tuple[str, str]:
@@ -197,6 +227,48 @@ def confused_html(cnn: RunOutputs, transfer: RunOutputs) -> str:
     return "<h2 id='confused'>Most confused class pairs</h2>" + "".join(parts)
 
 
+def significance_rows(tested: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(label, value) lines of the significance section (the same in HTML and Markdown)."""
+    if not tested:
+        return []
+    if not tested.get("computed"):
+        return [("Significance", f"could not be computed: {tested['reason']}")]
+    rows = [("Test", f"{tested['test']}, {tested['correction']}-corrected across pairs")]
+    for pair in tested["pairs"]:
+        name = f"{pair['second']} - {pair['first']}"
+        rows += [
+            (f"{name}: accuracy difference", f"{pair['accuracy_difference'] * 100:+.2f} points"),
+            (
+                f"{name}: {tested['confidence']:.0%} confidence interval",
+                f"{pair['ci_low'] * 100:+.2f} to {pair['ci_high'] * 100:+.2f} points "
+                f"(paired bootstrap, {tested['resamples']:,} resamples)",
+            ),
+            (
+                f"{name}: p-value",
+                f"{pair['p_value_holm']:.4g} (uncorrected {pair['p_value']:.4g}; "
+                f"{pair['second_only_right']} images only {pair['second']} got right, "
+                f"{pair['first_only_right']} only {pair['first']})",
+            ),
+            (
+                f"{name}: verdict",
+                f"significant at the {tested['alpha']:.0%} level"
+                if pair["significant"]
+                else f"not distinguishable at the {tested['alpha']:.0%} level",
+            ),
+        ]
+    return rows
+
+
+def significance_html(tested: dict[str, Any] | None) -> str:
+    """The significance section of the HTML report."""
+    rows = significance_rows(tested)
+    if not rows:
+        return ""
+    esc = html.escape
+    body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Is the difference real?</h2><table id='significance'><tbody>{body}</tbody></table>"
+
+
 def render_html(
     cnn: RunOutputs,
     transfer: RunOutputs,
@@ -239,6 +311,7 @@ def render_html(
 <p class="muted">Dataset version {esc(str(dataset["version"]))}, test split
 {esc(str(dataset["test_split_sha256"])[:12])}, compared at {esc(comparison["created_at"])}.</p>
 <p class="headline{warning}" id="headline">{esc(comparison["headline"])}</p>
+{significance_html(comparison.get("significance"))}
 <h2>Key figures</h2>
 <table id="key-figures"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>
 <div class="decision {esc(champion["decision"])}" id="champion">
@@ -271,6 +344,10 @@ def render_markdown(cnn: RunOutputs, transfer: RunOutputs, comparison: dict[str,
     for label, cells in table_rows(cnn, transfer):
         values = [f"**{md(text)}**" if css == "best" else md(text) for css, text in cells]
         lines.append(f"| {md(label)} | {values[0]} | {values[1]} |")
+    tested_rows = significance_rows(comparison.get("significance"))
+    if tested_rows:
+        lines += ["", "**Is the difference real?**", ""]
+        lines += [f"- {md(label)}: {md(value)}" for label, value in tested_rows]
     champion = comparison["champion"]
     lines += ["", f"**Champion gate: {md(champion['decision'])}.** {md(champion['reason'])}", ""]
     if comparison["notes"]:

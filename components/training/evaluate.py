@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_MISCLASSIFIED = 36
+TEST_PREDICTIONS = "test_predictions"  # keys of the full arrays in Evaluation.misclassified
+TEST_LABELS = "test_labels"
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,20 @@ class Evaluation:
     loss: float
     per_class: dict[str, dict[str, float | int | None]]
     confusion: np.ndarray  # int64 [classes, classes], rows true, columns predicted
-    misclassified: dict[str, np.ndarray]  # images, labels, predictions, confidence
+    # images, labels, predictions, confidence of the most confident mistakes, plus (under
+    # TEST_PREDICTIONS and TEST_LABELS) every test image's predicted and true label, which
+    # outputs.write_all saves apart as PREDICTIONS_FILE.
+    misclassified: dict[str, np.ndarray]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Every test image's predicted class index (int64, test-split order)."""
+        return self.misclassified[TEST_PREDICTIONS]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every test image's true class index (int64, test-split order)."""
+        return self.misclassified[TEST_LABELS]
 
 
 def predict(model, dataset) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
@@ -87,6 +102,8 @@ def scores(probs: np.ndarray, labels: np.ndarray, images, class_names) -> Evalua
         "labels": labels[wrong],
         "predictions": predictions[wrong],
         "confidence": confidence[wrong].astype(np.float32),
+        TEST_PREDICTIONS: predictions,
+        TEST_LABELS: labels.astype(np.int64),
     }
     return Evaluation(accuracy, loss, per_class, confusion.astype(np.int64), misclassified)
 

@@ -23,14 +23,17 @@ from components.common.result import (
     METRICS_FILE,
     MISCLASSIFIED_FILE,
     MODEL_FILE,
+    PREDICTIONS_FILE,
     SAVED_MODEL_DIR,
+    TestPredictions,
     TrainingMetrics,
 )
 from components.training.config import TrainConfig
 from components.training.data import test_split_sha256
-from components.training.evaluate import Evaluation
+from components.training.evaluate import TEST_LABELS, TEST_PREDICTIONS, Evaluation
 
 ORDER = (MODEL_FILE, SAVED_MODEL_DIR, HISTORY_FILE, MISCLASSIFIED_FILE, CONFIG_FILE)
+OPTIONAL = (PREDICTIONS_FILE,)
 
 
 def record(
@@ -109,7 +112,11 @@ def write_all(
     misclassified: dict,
     config: dict,
 ) -> None:
-    """Stage every output, then move them into `output_dir` (metrics.json last)."""
+    """Stage every output, then move them into `output_dir` (metrics.json last).
+
+    `misclassified` is `Evaluation.misclassified`: its full test arrays (TEST_PREDICTIONS,
+    TEST_LABELS), when present, go to PREDICTIONS_FILE, the rest to MISCLASSIFIED_FILE.
+    """
 
     def dump(name: str, value: dict) -> None:
         (staging / name).write_text(json.dumps(clean(value), indent=2) + "\n")
@@ -124,10 +131,21 @@ def write_all(
         model.save(staging / MODEL_FILE)
         export_saved_model(model, staging / SAVED_MODEL_DIR, image_shape)
         dump(HISTORY_FILE, history)
-        np.savez_compressed(staging / MISCLASSIFIED_FILE, **misclassified)
+        full = {
+            key: misclassified[key]
+            for key in (TEST_PREDICTIONS, TEST_LABELS)
+            if key in misclassified
+        }
+        wrong = {key: value for key, value in misclassified.items() if key not in full}
+        np.savez_compressed(staging / MISCLASSIFIED_FILE, **wrong)
+        if len(full) == 2:
+            TestPredictions(
+                full[TEST_PREDICTIONS], full[TEST_LABELS], metrics.test_split_sha256 or ""
+            ).save(staging / PREDICTIONS_FILE)
         dump(CONFIG_FILE, {**config, "lineage": metrics.lineage})
         dump(METRICS_FILE, metrics.to_dict())
-        for name in (*ORDER, METRICS_FILE):
+        present = [name for name in OPTIONAL if (staging / name).exists()]
+        for name in (*ORDER, *present, METRICS_FILE):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
