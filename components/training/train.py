@@ -130,6 +130,8 @@ def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, 
             flags=flags,
             resumables=resumables,
             min_interval=config.checkpoint_interval,
+            # Fine-tuning keeps most of the backbone frozen: rebuilt from its weights file.
+            lean=phase == "fine_tune",
         )
         backup.set_model(model)
         restored = backup.restore()
