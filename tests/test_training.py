@@ -284,6 +284,46 @@ def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
         pointer = json.loads((tmp_path / "checkpoints" / phase / "LATEST.json").read_text())
         assert pointer["done"]
     assert metrics["checkpoint_dir"] == str(tmp_path / "checkpoints")
+    # The fine-tune checkpoint is lean: trainable weights and optimizer state, no frozen layers.
+    fine = json.loads((tmp_path / "checkpoints" / "fine_tune" / "LATEST.json").read_text())
+    assert "latest.lean.npz" in fine["files"] and "latest.weights.h5" not in fine["files"]
+
+
+def test_lean_checkpoint_restores_what_training_changed_and_refuses_another_model(tmp_path):
+    import keras
+
+    from components.training.checkpoint import LEAN_FILE, lean_variables, load_lean, save_lean
+
+    def model(seed: int, units: int = 3):
+        keras.utils.set_random_seed(seed)
+        frozen = keras.layers.Dense(5, name="frozen")
+        built = keras.Sequential(
+            [keras.Input((4,)), frozen, keras.layers.Dropout(0.5), keras.layers.Dense(units)]
+        )
+        frozen.trainable = False
+        built.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return built
+
+    data = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+    trained = model(seed=1)
+    trained.fit(*data, epochs=2, verbose=0)
+    save_lean(trained, tmp_path / LEAN_FILE)
+    saved_paths = list(np.load(tmp_path / LEAN_FILE)["paths"])
+    assert not [p for p in saved_paths if "/frozen/" in p]  # rebuilt, not saved
+    assert any(p.startswith("sequential") and "/frozen/" not in p for p in saved_paths)
+    assert any("seed_generator" in p for p in saved_paths)
+    assert any(p.endswith("/iteration") for p in saved_paths)
+    fresh = model(seed=1)  # the same frozen layer (from the weights file, in training)
+    fresh.optimizer.build(fresh.trainable_variables)
+    load_lean(fresh, tmp_path / LEAN_FILE)
+    for a, b in zip(trained.weights, fresh.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(lean_variables(trained), lean_variables(fresh), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = model(seed=1, units=4)
+    other.optimizer.build(other.trainable_variables)
+    with pytest.raises(DataError, match="shape"):
+        load_lean(other, tmp_path / LEAN_FILE)
 
 
 def test_rerun_after_a_crash_past_training_skips_the_finished_phase(dataset, tmp_path, monkeypatch):

@@ -43,12 +43,13 @@ def checkpoint_key(config: TrainConfig) -> str:
 
 
 def config(*, work: Path, store: str, **params: Any) -> TrainConfig:
-    """The TrainConfig of one training task: outputs in `work/output`, checkpoints in the store."""
+    """One task's TrainConfig: outputs in `work/output`, checkpoints and features in `store`."""
     draft = TrainConfig(**params)
     return TrainConfig(
         **params,
         output_dir=str(work / "output"),
         cache_dir=str(work / "cache"),
+        feature_store=store,
         checkpoint_dir=storage.join(store, "checkpoints", checkpoint_key(draft), draft.model),
     )
 

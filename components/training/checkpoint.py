@@ -16,6 +16,8 @@ it to `<checkpoint_dir>/<phase>/state-<epoch>-<id>/` and only then points
 `<checkpoint_dir>/<phase>/LATEST.json` at it (the previous copy is deleted after the switch), so an
 upload cut short never poisons the resume. Uploads happen at most every `min_interval` seconds;
 the newest local copy is uploaded on SIGTERM and when a phase ends, when it is marked `done`.
+A lean checkpoint (the fine-tune phase) holds only what training changes (`lean_variables`):
+the frozen layers are rebuilt from the verified weights file, so they need no copy.
 
 SIGTERM (spot preemption gives a grace period) sets a flag; at the end of the running batch the
 newest epoch-end state is uploaded when the store lacks it, and `TrainingInterrupted` is raised,
@@ -48,6 +50,7 @@ log = get_logger("training")
 LATEST = "LATEST.json"
 STATE_FILE = "state.json"  # epoch, stopped, callbacks' state, history
 WEIGHTS_FILE = "latest.weights.h5"  # model + optimizer + random-generator state
+LEAN_FILE = "latest.lean.npz"  # trainable weights + optimizer + random-generator state
 BEST_WEIGHTS_FILE = "best_weights.npz"  # early stopping's best weights, when it holds any
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the orchestrator retries
 
@@ -126,6 +129,42 @@ class Restored:
     stopped: bool  # a callback stopped training at `epoch`: no more epochs to train
 
 
+def lean_variables(model) -> list:
+    """What training changes: trainable weights, the optimizer's state, random-generator state.
+
+    Frozen layers (and frozen BatchNorm statistics, used in inference mode) do not change.
+    """
+    seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+    return [*model.trainable_variables, *model.optimizer.variables, *seeds]
+
+
+def save_lean(model, path: Path) -> None:
+    """Write `lean_variables(model)` in order, with their paths (for reading, not matching)."""
+    variables = lean_variables(model)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
+    np.savez(tmp, paths=np.array([v.path for v in variables]), **arrays)
+    tmp.replace(path)
+
+
+def load_lean(model, path: Path) -> None:
+    """Assign a lean checkpoint to `model`'s variables; count and shapes must match.
+
+    Matched by position, as Keras' own weights files are: layer names differ between builds.
+    """
+    variables = lean_variables(model)
+    with np.load(path, allow_pickle=False) as saved:
+        if len(saved.files) != len(variables) + 1:
+            raise DataError(
+                f"{path}: {len(saved.files) - 1} variables, this model has {len(variables)}"
+            )
+        for i, variable in enumerate(variables):
+            value = saved[f"v{i}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise DataError(f"{path}: {variable.path} has shape {value.shape}")
+            variable.assign(value)
+
+
 class StoreCheckpoint(keras.callbacks.Callback):
     """Epoch-end checkpoints of the whole training state, mirrored atomically into the store.
 
@@ -143,6 +182,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         flags: RunFlags,
         resumables: dict[str, Resumable],
         min_interval: float = 0.0,
+        lean: bool = False,
     ):
         super().__init__()
         self.store_dir = store_dir
@@ -152,6 +192,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         self.flags = flags
         self.resumables = resumables
         self.min_interval = min_interval
+        self.lean = lean  # save lean_variables only (a phase with frozen layers)
         self.epoch = 0
         self._uploaded_epoch: int | None = None
         self._last_upload = -math.inf
@@ -218,7 +259,10 @@ class StoreCheckpoint(keras.callbacks.Callback):
         state = json.loads((self.local_dir / STATE_FILE).read_text())
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.local_dir / WEIGHTS_FILE)
+        if (self.local_dir / LEAN_FILE).exists():
+            load_lean(self.model, self.local_dir / LEAN_FILE)
+        else:
+            self.model.load_weights(self.local_dir / WEIGHTS_FILE)
         for key in self.history:
             self.history[key][:] = state["history"].get(key, [])
         for name, callback in self.resumables.items():
@@ -237,7 +281,12 @@ class StoreCheckpoint(keras.callbacks.Callback):
     def write_local(self, stopped: bool) -> None:
         """Write the whole training state into the working folder."""
         self.local_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(self.local_dir / WEIGHTS_FILE, overwrite=True)
+        if self.lean:
+            save_lean(self.model, self.local_dir / LEAN_FILE)
+            (self.local_dir / WEIGHTS_FILE).unlink(missing_ok=True)
+        else:
+            self.model.save_weights(self.local_dir / WEIGHTS_FILE, overwrite=True)
+            (self.local_dir / LEAN_FILE).unlink(missing_ok=True)
         best = self.local_dir / BEST_WEIGHTS_FILE
         early = next(
             (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping)), None

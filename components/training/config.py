@@ -41,6 +41,9 @@ class TrainConfig:
     checkpoint_interval: float = option(
         0.0, "seconds between checkpoint uploads; 0: every epoch (SIGTERM uploads the newest)"
     )
+    feature_store: str = option(
+        "", "store URI or folder sharing pretrained-backbone features across runs; empty: none"
+    )
     cache_dir: str = option("", "local scratch: shards, weights, features; empty: a temp dir")
     patience: int = option(4, "early stopping: epochs without val_loss improvement; 0: off")
     lr_decay_patience: int = option(2, "epochs without improvement before the LR drops 3x; 0: off")

@@ -130,6 +130,8 @@ def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, 
             flags=flags,
             resumables=resumables,
             min_interval=config.checkpoint_interval,
+            # Fine-tuning keeps most of the backbone frozen: rebuilt from its weights file.
+            lean=phase == "fine_tune",
         )
         backup.set_model(model)
         restored = backup.restore()
@@ -191,32 +193,76 @@ def image_batches(ctx: Context, splits: dict) -> PhaseData:
     )
 
 
-def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
-    """Run the frozen backbone once over train and validation; batches of its features."""
-    config = ctx.config
-    started = time.perf_counter()
-    facts = {
-        "dataset": ctx.manifest.version,
-        "model": config.model,
-        "weights": ctx.weights_sha256,
-        "input_size": config.resolved_input_size,
-        "cut": config.resolved_cut_layer,
-        "dtype": config.feature_dtype,
-        "seed": config.seed,
-    }
-    folder = ctx.cache / "features" / features.cache_key(**facts)
-    inference_batch = min(config.batch_size, INFERENCE_BATCH)
-    files = {
+def _extract_all(ctx: Context, built, splits: dict, folder: Path) -> dict:
+    """Run the backbone over train and validation (or reuse the local folder's features)."""
+    inference_batch = min(ctx.config.batch_size, INFERENCE_BATCH)
+    return {
         split: features.extract(
             built.features,
             data.batched(splits[split], inference_batch),
             folder,
             split,
-            config.feature_dtype,
+            ctx.config.feature_dtype,
             ctx.preemption,
         )
-        for split in ("train", "validation")
+        for split in features.SPLITS
     }
+
+
+def _stored_features(ctx: Context, built, splits: dict) -> tuple[dict, Path]:
+    """Features of a pretrained backbone: from the store, else computed once and published."""
+    config = ctx.config
+    facts = {
+        "dataset_version": ctx.manifest.version,
+        "model": config.model,
+        "weights_sha256": ctx.weights_sha256,
+        "cut_layer": config.resolved_cut_layer,
+        "input_size": config.resolved_input_size,
+        "dtype": config.feature_dtype,
+    }
+    uri = features.store_uri(
+        config.feature_store,
+        **{key: value for key, value in facts.items() if key != "model"},
+    )
+    folder = ctx.cache / "features" / features.cache_key(**facts)
+    local = {split: features.cached(folder, split) for split in features.SPLITS}
+    if all(local.values()):
+        log.info("features_cache_hit", folder=str(folder))
+        return local, folder
+    fetched = features.fetch(uri, folder, facts, ctx.manifest.num_classes)
+    if fetched is not None:
+        log.info("features_store_hit", uri=uri)
+        return fetched, folder
+    files = _extract_all(ctx, built, splits, folder)
+    if features.publish(folder, files, uri, facts):
+        log.info("features_published", uri=uri)
+    else:
+        log.info("features_published_concurrently", uri=uri)
+    return files, folder
+
+
+def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
+    """Run the frozen backbone once over train and validation; batches of its features.
+
+    With `feature_store` and pretrained weights the features are shared through the store
+    (features.py); otherwise they live in the local cache folder only.
+    """
+    config = ctx.config
+    started = time.perf_counter()
+    if config.feature_store and ctx.weights_sha256:
+        files, folder = _stored_features(ctx, built, splits)
+    else:
+        facts = {
+            "dataset": ctx.manifest.version,
+            "model": config.model,
+            "weights": ctx.weights_sha256,
+            "input_size": config.resolved_input_size,
+            "cut": config.resolved_cut_layer,
+            "dtype": config.feature_dtype,
+            "seed": config.seed,
+        }
+        folder = ctx.cache / "features" / features.cache_key(**facts)
+        files = _extract_all(ctx, built, splits, folder)
     ctx.feature_seconds = time.perf_counter() - started
     log.info("features_ready", seconds=round(ctx.feature_seconds, 3), folder=str(folder))
 
