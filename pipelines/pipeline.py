@@ -24,6 +24,7 @@ from kfp.dsl import HTML, Markdown, Metrics
 
 from components.common.backbones import DEFAULT_BACKBONE
 from components.common.config import defaults
+from components.common.images import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE
 from components.compare import component as compare_component
 from components.compare.config import CompareConfig
 from components.data_prep import component as data_prep_component
@@ -36,8 +37,6 @@ from components.weights.config import WeightsConfig
 from pipelines.placement import gpu_node
 
 PIPELINE_NAME = "transfer-learning"
-DEFAULT_CPU_IMAGE = training_component.DEFAULT_CPU_IMAGE
-DEFAULT_GPU_IMAGE = training_component.DEFAULT_GPU_IMAGE
 DEFAULT_STORE = "gs://my-project-tl-store/pipeline"
 DEFAULT_GPU_TYPE = "nvidia-l4"
 # Parameter defaults: the steps' config defaults, and the models' own sizes and epochs.

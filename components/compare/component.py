@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
 
-DEFAULT_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
+from components.common.images import DEFAULT_CPU_IMAGE
 
 
 def compare(
@@ -52,6 +52,6 @@ def compare(
     return outputs(str(result.winner), bool(result.champion.get("promoted", False)))
 
 
-def make(image: str = DEFAULT_IMAGE) -> dsl.base_component.BaseComponent:
+def make(image: str = DEFAULT_CPU_IMAGE) -> dsl.base_component.BaseComponent:
     """The component, built on `image` (the project image, which has this package installed)."""
     return dsl.component(compare, base_image=image, install_kfp_package=False)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-DEFAULT_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
+from components.common.images import DEFAULT_CPU_IMAGE
 
 
 def data_prep(
@@ -49,6 +49,6 @@ def data_prep(
     return outputs(*artifacts.publish(run(config), dataset))
 
 
-def make(image: str = DEFAULT_IMAGE) -> dsl.base_component.BaseComponent:
+def make(image: str = DEFAULT_CPU_IMAGE) -> dsl.base_component.BaseComponent:
     """The component, built on `image` (the project image, which has this package installed)."""
     return dsl.component(data_prep, base_image=image, install_kfp_package=False)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import errno
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +21,7 @@ from components.common.dataset import (
 from components.common.digest import json_digest
 from components.common.http import RetryPolicy
 from components.common.logging import get_logger, step
+from components.common.publish import publish_folder
 from components.data_prep import folder, photos
 from components.data_prep import images as image_folder
 from components.data_prep.balance import class_warnings
@@ -170,58 +167,9 @@ def _build_named(source: ResolvedSource, config: PrepConfig, version: str, out: 
 
 
 def _publish(out: Path, manifest: Manifest, uri: str) -> bool:
-    """Publish shards, then the manifest, which must not exist yet. False if another run won.
-
-    GCS: each shard is one atomic upload and the manifest is created last with a
-    does-not-exist precondition, so a reader never trusts a dataset without its manifest.
-    Local disk: everything goes into a staging folder that is renamed into place in one step.
-    """
-    if not storage.is_gcs(uri):
-        return _publish_local(out, manifest, Path(uri))
-    for split in manifest.splits.values():
-        for shard in split.shards:
-            # Create-only: a shard that a published manifest names is never replaced; one that
-            # exists was written by a concurrent or earlier run of the same version.
-            with contextlib.suppress(storage.PreconditionFailedError):
-                storage.upload_file(
-                    out / shard.file, storage.join(uri, shard.file), if_generation_match=0
-                )
-    try:
-        storage.write_text(
-            storage.join(uri, MANIFEST_NAME), manifest.to_json(), if_generation_match=0
-        )
-    except storage.PreconditionFailedError:
-        return False
-    return True
-
-
-def _publish_local(out: Path, manifest: Manifest, target: Path) -> bool:
-    staging = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-        staging.chmod(storage.dir_mode())  # mkdtemp makes it private
-        for split in manifest.splits.values():
-            for shard in split.shards:
-                shutil.copyfile(out / shard.file, staging / shard.file)  # plain umask modes
-        (staging / MANIFEST_NAME).write_text(manifest.to_json())
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        try:
-            os.rename(staging, target)  # atomic; refuses a non-empty target
-        except OSError as error:
-            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                return False
-            raise
-    except OSError as error:
-        raise storage.StorageError(
-            f"publishing {target}: {error.strerror or error} ({error.filename or target})"
-        ) from error
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return True
+    """Publish shards, then the manifest, which must not exist yet. False if another run won."""
+    shards = [shard.file for split in manifest.splits.values() for shard in split.shards]
+    return publish_folder(out, shards, (MANIFEST_NAME, manifest.to_json()), uri)
 
 
 def run(config: PrepConfig) -> PrepResult:

@@ -3,8 +3,8 @@
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model, Output
 
-DEFAULT_CPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-cpu:latest"
-DEFAULT_GPU_IMAGE = "us-docker.pkg.dev/my-project/transfer-learning/tl-gpu:latest"
+from components.common.images import DEFAULT_CPU_IMAGE
+
 # Where the pipeline mounts the task's scratch volume, when it does (pipelines/pipeline.py).
 SCRATCH_ENV = "TL_SCRATCH_DIR"
 

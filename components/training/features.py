@@ -14,12 +14,8 @@ dataset, weights, cut, size and dtype downloads them instead of running the back
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +26,7 @@ from components.common.dataset import DataError
 from components.common.digest import file_digest, json_digest
 from components.common.logging import get_logger
 from components.common.names import SHA256_PATTERN, check_file_name, check_name, child_path
+from components.common.publish import publish_folder
 from components.training.checkpoint import TrainingInterrupted
 
 log = get_logger("training")
@@ -152,40 +149,7 @@ def publish(folder: Path, files: dict[str, FeatureFile], uri: str, facts: dict) 
     """
     manifest = json.dumps(_manifest(folder, files, facts), indent=1, sort_keys=True)
     names = [name for split in files for name in (f"{split}.bin", f"{split}.labels.npy")]
-    if storage.is_gcs(uri):
-        for name in names:
-            with contextlib.suppress(storage.PreconditionFailedError):
-                storage.upload_file(folder / name, storage.join(uri, name), if_generation_match=0)
-        try:
-            storage.write_text(storage.join(uri, STORE_MANIFEST), manifest, if_generation_match=0)
-        except storage.PreconditionFailedError:
-            return False
-        return True
-    target, staging = Path(uri), None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-        staging.chmod(storage.dir_mode())
-        for name in names:
-            shutil.copyfile(folder / name, staging / name)
-        (staging / STORE_MANIFEST).write_text(manifest)
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        try:
-            os.rename(staging, target)  # atomic; refuses a non-empty target
-        except OSError as error:
-            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                return False
-            raise
-    except OSError as error:
-        raise storage.StorageError(
-            f"publishing {target}: {error.strerror or error} ({error.filename or target})"
-        ) from error
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return True
+    return publish_folder(folder, names, (STORE_MANIFEST, manifest), uri)
 
 
 def _check_split(entry: object, where: str, split: str, dtype: str) -> None:
