@@ -151,3 +151,14 @@ def http_server():
 
     with LoopbackServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory) -> str:
+    """A randomly initialised InceptionV3 (no top) saved as a weights file."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "inception_v3_notop.weights.h5"
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
+    base.save_weights(str(path))
+    return str(path)

@@ -22,17 +22,6 @@ from tests.conftest import make_idx_dataset
 TRANSFER = {"model": "inception_v3", "input_size": 75, "cut_layer": "mixed0"}
 
 
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory) -> str:
-    """A randomly initialised InceptionV3 (no top) saved as a weights file."""
-    import keras
-
-    path = tmp_path_factory.mktemp("weights") / "inception_v3_notop.weights.h5"
-    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
-    base.save_weights(str(path))
-    return str(path)
-
-
 def train_config(dataset: str, work: Path, store: str, **overrides) -> TrainConfig:
     values = {
         "dataset_uri": dataset,
