@@ -248,6 +248,11 @@ class StoreCheckpoint(keras.callbacks.Callback):
 
     # --- local side ----------------------------------------------------------------------
 
+    def _early_stopping(self) -> ResumableEarlyStopping | None:
+        """The early-stopping callback among the resumables, whose best weights are saved."""
+        found = (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping))
+        return next(found, None)
+
     def restore(self) -> Restored | None:
         """Load the store's latest checkpoint into the model and the callbacks (before fit).
 
@@ -268,9 +273,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
         for name, callback in self.resumables.items():
             callback.restored = state["callbacks"].get(name, {})
         best = self.local_dir / BEST_WEIGHTS_FILE
-        early = next(
-            (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping)), None
-        )
+        early = self._early_stopping()
         if early is not None and best.exists():
             with np.load(best) as saved:
                 early.restored_best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
@@ -288,9 +291,7 @@ class StoreCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(self.local_dir / WEIGHTS_FILE, overwrite=True)
             (self.local_dir / LEAN_FILE).unlink(missing_ok=True)
         best = self.local_dir / BEST_WEIGHTS_FILE
-        early = next(
-            (c for c in self.resumables.values() if isinstance(c, ResumableEarlyStopping)), None
-        )
+        early = self._early_stopping()
         if early is not None and early.best_weights is not None:
             tmp = best.with_suffix(".tmp.npz")
             np.savez(tmp, **{f"w{i}": w for i, w in enumerate(early.best_weights)})
