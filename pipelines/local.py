@@ -346,11 +346,15 @@ def _run(
             warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
             warnings.filterwarnings("ignore", message=".*non-Python base image")
             task = pipeline_func(**arguments)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         # A container's own record beats kfp.local's view (it may have missed the failure).
+        # When it reported a failed task as SUCCESS, the next task's inputs are missing and
+        # kfp.local raises ValueError ("Tried to get output ...") instead of RuntimeError.
         failure = docker and container_failure(_run_folders(pipeline_root) - before)
         if failure:
             raise PipelineFailedError(failure) from None
+        if isinstance(error, ValueError):
+            raise
         # kfp.local: "Pipeline 'x' finished with status FAILURE. Inner task failed: 'task'."
         message = _ANSI.sub("", str(error))
         cause = failure_cause(tail.lines)

@@ -151,3 +151,33 @@ def test_docker_runs_are_hardened_and_go_through_the_entry_point(tmp_path):
     assert args["user"] == expected
     runner = local.DockerRunner(**args)  # kfp.local accepts every one of these arguments
     assert runner.container_run_args["entrypoint"] == ENTRYPOINT
+
+
+def test_a_failure_kfp_local_reported_as_success_fails_the_run(tmp_path, monkeypatch):
+    """kfp.local can miss a container's exit code, report SUCCESS, then fail resolving the next
+    task's inputs with a ValueError. The container's own record decides the error."""
+    import pytest
+
+    from pipelines import local
+
+    monkeypatch.setattr(local, "init_local", lambda *args, **kwargs: None)
+    root = tmp_path / "runs"
+
+    def pipeline(store: str):
+        run_task(root / "run-1" / "fails", "raise ValueError('failing on purpose')")
+        raise ValueError(
+            "Tried to get output 'Output' from task 'fails', but task 'fails' not found."
+        )
+
+    with pytest.raises(local.PipelineFailedError) as failed:
+        local._run(pipeline, {"store": str(tmp_path)}, str(root), True, ())
+    message = str(failed.value)
+    assert message.startswith("Task 'fails' failed in its container with exit code 1.")
+    assert "Cause: ValueError: failing on purpose" in message
+
+    # Without a failed record the ValueError is kfp.local's own and is not hidden.
+    def broken(store: str):
+        raise ValueError("not a task failure")
+
+    with pytest.raises(ValueError, match="not a task failure"):
+        local._run(broken, {"store": str(tmp_path)}, str(tmp_path / "other"), True, ())
