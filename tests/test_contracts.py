@@ -280,6 +280,7 @@ def test_training_metrics_round_trip_and_model_metadata():
         model="seed_cnn",
         display_name="CNN from scratch",
         class_names=("a", "b"),
+        arm="cnn",
         test_accuracy=0.5,
         epochs_run=3,
         lineage={"version": "0.1.0", "git_commit": "abc", "libraries": {"keras": "3.1"}},
@@ -287,6 +288,15 @@ def test_training_metrics_round_trip_and_model_metadata():
     raw = json.loads(record.to_json())
     assert raw["class_names"] == ["a", "b"] and raw["test_accuracy"] == 0.5
     assert TrainingMetrics.from_dict(raw, "m.json") == record
+    # A record written before arms existed gets its arm from the model and the weights.
+    for model, pretrained, arm in [
+        ("seed_cnn", False, "cnn"),
+        ("inception_v3", True, "pretrained"),
+        ("inception_v3", False, "scratch"),
+    ]:
+        old = {**raw, "model": model, "pretrained": pretrained}
+        del old["arm"]
+        assert TrainingMetrics.from_dict(old, "m.json").arm == arm
     metadata = record.model_metadata()
     assert metadata["git_commit"] == "abc" and metadata["keras_version"] == "3.1"
     assert metadata["test_accuracy"] == 0.5 and metadata["framework"] == "keras"

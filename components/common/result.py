@@ -42,6 +42,21 @@ class Role(enum.StrEnum):
     TRANSFER = "transfer"
 
 
+class Arm(enum.StrEnum):
+    """What a training run is, for the comparison: its arm of the experiment."""
+
+    CNN = "cnn"  # the small CNN trained from scratch
+    SCRATCH = "scratch"  # a backbone's architecture trained from random initialisation
+    PRETRAINED = "pretrained"  # a backbone with pretrained weights and a trained head
+
+
+def arm_of(model: str, pretrained: bool) -> Arm:
+    """The arm of a run of `model` ("seed_cnn" or a backbone), pretrained or not."""
+    if model == "seed_cnn":
+        return Arm.CNN
+    return Arm.PRETRAINED if pretrained else Arm.SCRATCH
+
+
 # Numbers of a run that the report, the flat metrics and the champion gate use.
 NUMBER_FIELDS = (
     "test_accuracy",
@@ -57,6 +72,7 @@ MODEL_METADATA = (
     "model",
     "display_name",
     "pretrained",
+    "arm",
     "weights_sha256",
     "dataset_uri",
     "dataset_version",
@@ -73,6 +89,7 @@ class TrainingMetrics:
     display_name: str
     class_names: tuple[str, ...]
     pretrained: bool = False
+    arm: str = ""  # an Arm; empty in records written before arms existed (from_dict fills it)
     weights_sha256: str | None = None
     dataset_uri: str | None = None
     dataset_version: str | None = None
@@ -131,6 +148,10 @@ class TrainingMetrics:
                 "display_name": str(raw.get("display_name") or raw.get("model") or ""),
                 "class_names": tuple(names),
                 "pretrained": raw.get("pretrained") is True,
+                "arm": str(
+                    raw.get("arm")
+                    or arm_of(str(raw.get("model") or ""), raw.get("pretrained") is True)
+                ),
                 "resumed": raw.get("resumed") is True,
                 "per_class": raw.get("per_class") or {},
                 "lineage": raw.get("lineage") or {},

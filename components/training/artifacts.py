@@ -22,6 +22,7 @@ CHECKPOINT_KEYS = (
     "dataset_uri",
     "model",
     "weights_uri",
+    "scratch",
     "input_size",
     "epochs",
     "batch_size",

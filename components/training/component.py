@@ -18,6 +18,7 @@ def train(
     store: str,
     model: str = "seed_cnn",
     weights_uri: str = "",
+    scratch: bool = False,
     input_size: int = 0,
     epochs: int = 0,
     batch_size: int = 128,
@@ -32,7 +33,8 @@ def train(
 ):
     """Train `model` on the dataset at `dataset_uri` and publish its outputs as artifacts.
 
-    `weights_uri` empty means random initialisation (not pretrained); 0 or empty means the
+    `weights_uri` empty means random initialisation (not pretrained); `scratch` marks the
+    backbone-from-scratch arm (no weights; see TrainConfig); 0 or empty means the
     model's default for `input_size`, `epochs` and `cut_layer`. The dataset and weights come in
     as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
@@ -57,6 +59,7 @@ def train(
             dataset_uri=dataset_uri,
             model=model,
             weights_uri=weights_uri,
+            scratch=scratch,
             input_size=input_size,
             epochs=epochs,
             batch_size=batch_size,

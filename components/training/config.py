@@ -24,6 +24,9 @@ class TrainConfig:
     weights_uri: str = option(
         "", "backbone weights file (store URI or path); empty: random init", aliases=("--weights",)
     )
+    scratch: bool = option(
+        False, "train a backbone model from random initialisation (the scratch arm): no weights"
+    )
     input_size: int = option(0, "square side in pixels to resize to; 0: the model's default")
     epochs: int = option(0, "first-phase epochs at most; 0: the model's default")
     batch_size: int = option(128, "images per step")
@@ -105,6 +108,10 @@ class TrainConfig:
             raise ConfigError(f"{self.model} has no backbone to fine-tune")
         if self.weights_uri and not self.spec.is_transfer:
             raise ConfigError(f"{self.model} takes no pretrained weights")
+        if self.scratch and not self.spec.is_transfer:
+            raise ConfigError(f"scratch trains a backbone model; {self.model} has no backbone")
+        if self.scratch and self.weights_uri:
+            raise ConfigError("scratch trains from random initialisation: leave weights_uri empty")
 
     @property
     def spec(self) -> ModelSpec:

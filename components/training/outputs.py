@@ -27,6 +27,7 @@ from components.common.result import (
     SAVED_MODEL_DIR,
     TestPredictions,
     TrainingMetrics,
+    arm_of,
 )
 from components.training.config import TrainConfig
 from components.training.data import test_split_sha256
@@ -58,6 +59,7 @@ def record(
         model=config.model,
         display_name=display_name,
         pretrained=pretrained,
+        arm=str(arm_of(config.model, pretrained)),
         weights_sha256=weights_sha256,
         dataset_uri=config.dataset_uri,
         dataset_version=manifest.version,
