@@ -34,7 +34,7 @@ endif
 CPU_IMAGE ?= $(REGISTRY)/tl-cpu:$(TAG)
 GPU_IMAGE ?= $(REGISTRY)/tl-gpu:$(TAG)
 
-.PHONY: help install lint test fuzz bench run clean
+.PHONY: help install lint test test-slow test-all fuzz bench run clean
 
 help: ## List every target with its description
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -52,8 +52,13 @@ lint: $(STAMP) ## Lint and format-check with ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP) ## Run the test suite (installs first when .venv is missing or stale)
-	$(VENV)/bin/pytest -m "not deploy" $(PYTEST_ARGS)
+test: $(STAMP) ## Run the test suite without the slow tier (installs first when .venv is missing or stale)
+	$(VENV)/bin/pytest -m "not deploy and not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## The slow tier: kills and resumes, transfer training, the bench smoke run, real data
+	$(VENV)/bin/pytest -m "slow and not deploy" $(PYTEST_ARGS)
+
+test-all: test test-slow ## Both tiers
 
 bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~5 min)
 	$(PY) -m bench $(if $(QUICK),--quick)

@@ -49,6 +49,7 @@ def two_runs(store: str, dataset: str, weights: str, tmp_path: Path, capsys):
     return first, capsys.readouterr().out, second_result
 
 
+@pytest.mark.slow
 def test_second_run_with_new_head_settings_runs_no_backbone_pass(
     tmp_path, inception_weights, capsys
 ):

@@ -52,7 +52,6 @@ def printed_path(stdout: str, label: str) -> Path:
     return Path(line.split(":", 1)[1].strip())
 
 
-@pytest.mark.slow
 def test_pipeline_end_to_end_with_served_weights(tmp_path, inception_weights):
     source = make_idx_dataset(tmp_path / "idx", n_train=60, n_test=20, size=8)
     store = tmp_path / "store"

@@ -386,6 +386,7 @@ def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path):
     assert not (tmp_path / "out" / "history.json").exists()
 
 
+@pytest.mark.slow
 def test_resnet50_v2_entry_matches_keras_and_trains_from_generated_weights(dataset, tmp_path):
     """The registry's ResNet50V2 entry: Keras' published file and hash, its cut, its scaling."""
     import keras
