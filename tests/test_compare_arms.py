@@ -165,3 +165,14 @@ def test_old_records_without_arm_are_placed_by_model_and_weights(tmp_path):
         (folder / "metrics.json").write_text(json.dumps(raw))
     arms = arms_module.group([load_run(cnn, "cnn"), load_run(transfer, "transfer")])
     assert [(arm.key, str(arm.arm)) for arm in arms] == [("cnn", "cnn"), ("transfer", "pretrained")]
+
+
+def test_an_exact_tie_of_accuracy_and_size_goes_to_the_earlier_arm(tmp_path):
+    folders = [
+        write_arm(tmp_path, "scratch", "inception_v3", accuracy=0.8),
+        write_arm(tmp_path, "pretrained", "inception_v3", accuracy=0.8),
+    ]
+    arms = arms_module.group([load_run(folder, "run") for folder in folders])
+    assert [arm.key for arm in arms] == ["scratch", "transfer"]
+    assert arms_module.pick_winner(arms).key == "scratch"
+    assert arms_module.pick_winner(arms[::-1]).key == "transfer"

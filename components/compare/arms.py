@@ -157,8 +157,8 @@ def pick_winner(arms: list[ArmRuns]) -> ArmRuns | None:
     """
     if len(arms) < 2 or any(arm.accuracy is None for arm in arms):
         return None
-    return max(
-        reversed(arms),
+    return max(  # max keeps the first of equal keys: the earlier arm
+        arms,
         key=lambda arm: (arm.accuracy, -(arm.number("params_total") or float("inf"))),
     )
 

@@ -250,7 +250,9 @@ def run(config: CompareConfig) -> CompareResult:
         tested = arms_module.significance(arms)
         split = arms_module.gains(arms, tested)
         cnn = next((arm for arm in arms if arm.arm == Arm.CNN), arms[0])
-        other = headline_arm(arms) or next(arm for arm in arms if arm is not cnn)
+        other = headline_arm([arm for arm in arms if arm is not cnn]) or next(
+            arm for arm in arms if arm is not cnn
+        )
         others = tuple(arm.first for arm in arms if arm not in (cnn, other))
         figures = plots.all_figures(cnn.first, other.first, others)
         decision = champion.gate(
