@@ -105,7 +105,7 @@ def describe(arm: ArmRuns) -> str:
     if arm.arm == Arm.SCRATCH:
         if "scratch" in lowered:
             return f"the {name} backbone"
-        return f"the {name} backbone trained from scratch (random init, all layers trained)"
+        return f"the {name} backbone trained from scratch (random init)"
     if "pretrain" in lowered:
         return f"transfer learning ({name})"
     return f"transfer learning ({name}, pretrained weights)"
