@@ -113,6 +113,12 @@ def test_dag_order(compiled):
     for plan in ("plan-cnn-seeds", "plan-backbone-arms"):
         dataset = root[plan]["inputs"]["parameters"]["dataset_uri"]["taskOutputParameter"]
         assert dataset == {"producerTask": "data-prep", "outputParameterKey": "dataset_uri"}
+    plans = root["plan-backbone-arms"]["inputs"]["parameters"]
+    for name in ("backbones", "seeds", "seed", "scratch", "weights_url"):
+        assert plans[name] == {"componentInputParameter": name}
+    assert root["plan-cnn-seeds"]["inputs"]["parameters"]["seeds"] == {
+        "componentInputParameter": "seeds"
+    }
     # compare collects every trained model of both loops (dsl.Collected: artifact lists).
     compare_inputs = root["compare"]["inputs"]["artifacts"]
     producers = {n: a["taskOutputArtifact"]["producerTask"] for n, a in compare_inputs.items()}
