@@ -228,7 +228,11 @@ def _command(args: argparse.Namespace) -> None:
     if "cpu_image" in args:
         retries = args.command != "run" or args.retries
         pipeline_func = build_pipeline(
-            args.cpu_image, args.gpu_image, retries=retries, gpu_type=args.gpu_type
+            args.cpu_image,
+            args.gpu_image,
+            retries=retries,
+            gpu_type=args.gpu_type,
+            accelerators=args.command != "run",  # kfp.local: see build_pipeline
         )
     if args.command == "compile":
         arguments = arguments_from(args, pipeline_func)

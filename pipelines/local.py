@@ -267,6 +267,14 @@ def _run_folders(pipeline_root: str) -> set[Path]:
     return {path for path in root.iterdir() if path.is_dir()} if root.is_dir() else set()
 
 
+def _task_dirs(folder: Path) -> list[Path]:
+    """A run's task folders, those inside its ParallelFor iterations (for-loop-*) too."""
+    found = []
+    for path in sorted(path for path in folder.iterdir() if path.is_dir()):
+        found += _task_dirs(path) if path.name.startswith("for-loop-") else [path]
+    return found
+
+
 def container_failure(run_folders: set[Path], log_lines: int = 40) -> str | None:
     """The first failed container task of a run: its name, exit code and end of its log.
 
@@ -275,7 +283,7 @@ def container_failure(run_folders: set[Path], log_lines: int = 40) -> str | None
     """
     failures = []
     for folder in sorted(run_folders):
-        for task_dir in sorted(path for path in folder.iterdir() if path.is_dir()):
+        for task_dir in _task_dirs(folder):
             status_file = task_dir / container_task.STATUS_FILE
             if not status_file.is_file():
                 # A task that ran but left no record: killed (out of memory) or not started.

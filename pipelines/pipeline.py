@@ -1,8 +1,14 @@
-"""The `transfer-learning` KFP pipeline: data prep and weights, two trainings, one comparison.
+"""The `transfer-learning` KFP pipeline: data prep, the training arms, one comparison.
 
-    data_prep ──────────────► train_cnn ───────┐
-        └──────────┐                           ├──► compare
-    weights ───────┴─────────► train_transfer ─┘   (GPU; placed by gpu_placement)
+    data_prep ──────────┬──► ParallelFor cnn seed: train_cnn ─────────────────┐
+    plan_cnn_seeds ─────┘                                                      ├─► compare
+    plan_backbone_arms ────► ParallelFor backbone arm: weights ─► train_transfer┘
+                             (backbone x seed x pretrained/scratch; GPU, placed by gpu_placement)
+
+plan_cnn_seeds and plan_backbone_arms (pipelines/arms.py) turn `seeds`, `backbones`, `scratch`
+and `weights_url` into the loops' items (two tasks: kfp.local iterates only over a task's
+single output); compare receives every trained model (dsl.Collected) and identifies each run
+by the arm, model and seed in its metrics.json.
 
 Images are a compile-time setting (`build_pipeline(cpu_image, gpu_image)`); every other knob is
 a pipeline parameter with a default, changeable in the KFP UI. The defaults are the full
@@ -34,6 +40,7 @@ from components.training.config import TrainConfig
 from components.training.models import MODELS, SEED_CNN
 from components.weights import component as weights_component
 from components.weights.config import WeightsConfig
+from pipelines.arms import plan_backbone_arms, plan_cnn_seeds
 from pipelines.placement import gpu_node
 
 PIPELINE_NAME = "transfer-learning"
@@ -48,6 +55,8 @@ CNN, TRANSFER = MODELS[SEED_CNN], MODELS[DEFAULT_BACKBONE]
 # from the GPU node it is compiled for (pipelines.placement.GPU_NODES, `build_pipeline(gpu_type)`).
 RESOURCES = {
     "gpu-placement": ("100m", "500m", "256Mi", "512Mi"),
+    "plan-cnn-seeds": ("100m", "500m", "256Mi", "512Mi"),
+    "plan-backbone-arms": ("100m", "500m", "256Mi", "512Mi"),
     "data-prep": ("1", "2", "2Gi", "4Gi"),
     "weights": ("500m", "1", "1Gi", "2Gi"),
     "train-cnn": ("4", "8", "8Gi", "16Gi"),
@@ -64,6 +73,8 @@ SCRATCH_SIZE = "48Gi"
 # activeDeadlineSeconds of every task's pod (per attempt: a retry is a new pod).
 TIMEOUTS = {
     "gpu-placement": 600,
+    "plan-cnn-seeds": 600,
+    "plan-backbone-arms": 600,
     "data-prep": 4 * 3600,
     "weights": 3600,
     "train-cnn": 6 * 3600,
@@ -88,6 +99,8 @@ RETRIES = {
 }
 CACHED = {
     "gpu-placement": True,
+    "plan-cnn-seeds": True,
+    "plan-backbone-arms": True,
     "data-prep": False,
     "weights": False,
     "train-cnn": True,
@@ -156,13 +169,16 @@ def build_pipeline(
     gpu_image: str = DEFAULT_GPU_IMAGE,
     retries: bool = True,
     gpu_type: str = DEFAULT_GPU_TYPE,
+    accelerators: bool = True,
 ):
     """The pipeline function with its components built on the given images.
 
     `retries` False leaves out the retry policies: kfp.local honours them with their real
     backoff, so a local run that fails would otherwise wait minutes before it says so.
     `gpu_type` sizes train_transfer for that accelerator's node (pipelines.placement.GPU_NODES)
-    and is the default of the run parameter of the same name.
+    and is the default of the run parameter of the same name. `accelerators` False leaves out
+    train_transfer's GPU request: kfp.local 2.17 cannot resolve the `gpu_count` placeholder of
+    a task inside a ParallelFor, and its runners ignore accelerators anyway.
     """
     sized_resources = transfer_resources(gpu_type)
     sized_for = gpu_type
@@ -172,6 +188,8 @@ def build_pipeline(
     train_transfer_op = training_component.make(gpu_image, name="train-transfer")
     compare_op = compare_component.make(cpu_image)
     placement_op = dsl.component(gpu_placement, base_image=cpu_image, install_kfp_package=False)
+    plan_cnn_op = dsl.component(plan_cnn_seeds, base_image=cpu_image, install_kfp_package=False)
+    plan_op = dsl.component(plan_backbone_arms, base_image=cpu_image, install_kfp_package=False)
 
     def task(key: str, op, resources=None, **arguments) -> dsl.PipelineTask:
         """One task, with its resources, retries, caching and pod settings."""
@@ -189,12 +207,14 @@ def build_pipeline(
         limit: int = PREP["limit"],
         val_fraction: float = PREP["val_fraction"],
         image_size: str = "auto",
-        backbone: str = DEFAULT_BACKBONE,
+        backbones: str = DEFAULT_BACKBONE,
+        scratch: bool = False,
+        seeds: int = 1,
         weights_url: str = WEIGHTS["weights_url"],
         weights_sha256: str = WEIGHTS["sha256"],
         weights_md5: str = WEIGHTS["md5"],
         cnn_input_size: int = CNN.default_input_size,
-        transfer_input_size: int = TRANSFER.default_input_size,
+        transfer_input_size: int = 0,
         cnn_epochs: int = CNN.default_epochs,
         transfer_epochs: int = TRANSFER.default_epochs,
         batch_size: int = TRAIN["batch_size"],
@@ -212,16 +232,21 @@ def build_pipeline(
         gpu_count: str = "1",
         spot: bool = False,
     ) -> PipelineOutputs:
-        """Compare a CNN from scratch with InceptionV3 transfer learning.
+        """Compare a CNN from scratch with backbones trained from scratch and pretrained.
 
         store: gs://bucket/prefix (or a local folder in kfp.local) for datasets, weights,
             checkpoints and the champion file. limit: images per source split, 0 = all.
         image_size: photo folders only; "auto" keeps uniform sizes and centre-crops mixed ones
             to 150x150, "HxW" or "N" centre-crops every image to that size.
-        weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
-            train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
-        backbone: the transfer model's backbone, an entry of components/common/backbones.py
-            (inception_v3, resnet50_v2); cut_layer "" = that backbone's default cut.
+        weights_url: "default" (each backbone's official Keras file), a URL, gs:// URI or path
+            (one backbone only), or "none": no pretrained arm, the backbones train from scratch.
+            fine_tune_from: "" = no fine-tuning.
+        backbones: comma-separated entries of components/common/backbones.py (inception_v3,
+            resnet50_v2), each a parallel arm; cut_layer "" = each backbone's default cut;
+            transfer_input_size 0 = each backbone's default input size.
+        scratch: also train each backbone from random initialisation (the scratch arm, always
+            run when weights_url is "none"). seeds: repeat every training with seeds seed,
+            seed+1, ...; the report gives mean +- sd.
         source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
             credentials in them (user:password@, signed query strings); see docs/SECURITY.md.
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator); its node must be
@@ -240,65 +265,93 @@ def build_pipeline(
             seed=seed,
             image_size=image_size,
         )
-        fetched = task(
-            "weights",
-            weights_op,
-            store=store,
+        planned = task(
+            "plan-backbone-arms",
+            plan_op,
+            dataset_uri=prep.outputs["dataset_uri"],
+            backbones=backbones,
+            seeds=seeds,
+            seed=seed,
+            scratch=scratch,
             weights_url=weights_url,
-            sha256=weights_sha256,
-            md5=weights_md5,
-            backbone=backbone,
+            weights_sha256=weights_sha256,
+            weights_md5=weights_md5,
+        )
+        cnn_runs = task(
+            "plan-cnn-seeds",
+            plan_cnn_op,
+            dataset_uri=prep.outputs["dataset_uri"],
+            seeds=seeds,
+            seed=seed,
         )
         shared = {
-            "dataset_uri": prep.outputs["dataset_uri"],
             "store": store,
             "batch_size": batch_size,
             "optimizer": optimizer,
             "augmentation": augmentation,
-            "seed": seed,
         }
-        cnn = task(
-            "train-cnn",
-            train_cnn_op,
-            model=SEED_CNN,
-            input_size=cnn_input_size,
-            epochs=cnn_epochs,
-            learning_rate=cnn_learning_rate,
-            **shared,
-        )
-        transfer = task(
-            "train-transfer",
-            train_transfer_op,
-            model=backbone,
-            weights_uri=fetched.outputs["weights_uri"],
-            input_size=transfer_input_size,
-            epochs=transfer_epochs,
-            learning_rate=transfer_learning_rate,
-            cut_layer=cut_layer,
-            fine_tune_from=fine_tune_from,
-            fine_tune_epochs=fine_tune_epochs,
-            fine_tune_learning_rate=fine_tune_learning_rate,
-            **shared,
-            resources=sized_resources,
-        )
-        kubernetes.empty_dir_mount(
-            transfer, volume_name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH, size_limit=SCRATCH_SIZE
-        )
-        transfer.set_env_variable(training_component.SCRATCH_ENV, SCRATCH_PATH)
+        with dsl.ParallelFor(cnn_runs.output) as cnn_run:
+            cnn = task(
+                "train-cnn",
+                train_cnn_op,
+                model=SEED_CNN,
+                input_size=cnn_input_size,
+                epochs=cnn_epochs,
+                learning_rate=cnn_learning_rate,
+                seed=cnn_run.seed,
+                dataset_uri=cnn_run.dataset_uri,
+                **shared,
+            )
         placement = task(
             "gpu-placement", placement_op, gpu_type=gpu_type, spot=spot, sized_for=sized_for
         )
-        transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
-        kubernetes.add_node_selector_json(transfer, placement.outputs["node_selector"])
-        kubernetes.add_toleration(
-            transfer, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
-        )
-        kubernetes.add_toleration_json(transfer, placement.outputs["tolerations"])
+        with dsl.ParallelFor(planned.output) as arm:
+            fetched = task(
+                "weights",
+                weights_op,
+                store=store,
+                weights_url=arm.weights_url,
+                sha256=arm.weights_sha256,
+                md5=arm.weights_md5,
+                backbone=arm.backbone,
+            )
+            transfer = task(
+                "train-transfer",
+                train_transfer_op,
+                model=arm.backbone,
+                weights_uri=fetched.outputs["weights_uri"],
+                scratch=arm.scratch,
+                input_size=transfer_input_size,
+                epochs=transfer_epochs,
+                learning_rate=transfer_learning_rate,
+                cut_layer=cut_layer,
+                fine_tune_from=fine_tune_from,
+                fine_tune_epochs=fine_tune_epochs,
+                fine_tune_learning_rate=fine_tune_learning_rate,
+                seed=arm.seed,
+                dataset_uri=arm.dataset_uri,
+                **shared,
+                resources=sized_resources,
+            )
+            kubernetes.empty_dir_mount(
+                transfer,
+                volume_name=SCRATCH_VOLUME,
+                mount_path=SCRATCH_PATH,
+                size_limit=SCRATCH_SIZE,
+            )
+            transfer.set_env_variable(training_component.SCRATCH_ENV, SCRATCH_PATH)
+            if accelerators:
+                transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+            kubernetes.add_node_selector_json(transfer, placement.outputs["node_selector"])
+            kubernetes.add_toleration(
+                transfer, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+            )
+            kubernetes.add_toleration_json(transfer, placement.outputs["tolerations"])
         compared = task(
             "compare",
             compare_op,
-            cnn_model=cnn.outputs["trained_model"],
-            transfer_model=transfer.outputs["trained_model"],
+            cnn_models=dsl.Collected(cnn.outputs["trained_model"]),
+            backbone_models=dsl.Collected(transfer.outputs["trained_model"]),
             store=store,
             dataset_name=dataset_name,
             margin=margin,

@@ -27,6 +27,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# Older parameter names still accepted by --param: `backbone=X` is `backbones=X`.
+ALIASES = {"backbone": "backbones"}
+
+
 def pipeline_parameters(pipeline_func) -> dict[str, inspect.Parameter]:
     """The pipeline's parameters by name (with their annotations and defaults)."""
     target = getattr(pipeline_func, "pipeline_func", pipeline_func)
@@ -62,6 +66,7 @@ def parse_params(pairs: list[str], pipeline_func) -> dict[str, Any]:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         name = name.strip().replace("-", "_")
+        name = ALIASES.get(name, name) if name not in known else name
         if not sep:
             raise ConfigError(f"--param expects key=value, got {pair!r}")
         if name not in known:

@@ -131,3 +131,20 @@ def write_pair(root: Path, cnn_accuracy: Any = 0.85, transfer_accuracy: Any = 0.
     options = {"model": "inception_v3", "display_name": "InceptionV3", "pretrained": True}
     options.update(transfer)
     return cnn, write_run(root / "transfer", accuracy=transfer_accuracy, **options)
+
+
+def write_arm(
+    root: Path, arm: str, model: str, seed: int = 1, accuracy: float = 0.8, **options
+) -> Path:
+    """One run of an arm ("cnn", "scratch" or "pretrained") of `model` with `seed`, as the
+    training step writes it (metrics.json carries arm and seed)."""
+    names = {"seed_cnn": "Seed CNN", "inception_v3": "InceptionV3", "resnet50_v2": "ResNet50V2"}
+    return write_run(
+        root / f"{arm}-{model}-{seed}",
+        model=model,
+        display_name=names.get(model, model),
+        accuracy=accuracy,
+        pretrained=arm == "pretrained",
+        extra={"arm": arm, "seed": seed},
+        **options,
+    )

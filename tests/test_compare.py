@@ -12,7 +12,8 @@ import pytest
 
 from components.common.dataset import DataError
 from components.compare import __main__ as cli
-from components.compare.compare import CompareConfig, pick_winner, run
+from components.compare.arms import group, pick_winner
+from components.compare.compare import CompareConfig, run
 from components.compare.inputs import load_run
 from components.compare.report import headline
 from components.compare.stats import holm, mcnemar_exact
@@ -100,16 +101,21 @@ def test_metric_names_stay_the_same_when_the_cnn_wins(tmp_path):
     )
 
 
-def test_headline_says_when_transfer_model_was_not_pretrained(tmp_path):
+def test_a_backbone_without_weights_is_the_scratch_arm_and_the_headline_says_so(tmp_path):
     cnn, transfer = write_pair(tmp_path / "runs", 0.85, 0.88, pretrained=False)
     result = compare(tmp_path, cnn, transfer)
     headline = result.comparison["headline"]
-    assert headline.startswith("The transfer model was NOT pretrained (random initialisation)")
-    assert "(InceptionV3, NOT pretrained: random init)" in headline
+    assert headline.startswith(
+        "No pretrained backbone ran, so this run measures the architecture, not transfer learning."
+    )
+    assert "InceptionV3 backbone trained from scratch (random init)" in headline
     html_text = Path(result.report_html).read_text()
     assert 'class="headline warning"' in html_text
     assert headline.split(".")[0] in Path(result.summary_md).read_text()
     assert result.metrics["transfer_pretrained"] == 0.0
+    assert result.winner == "scratch"
+    assert result.metrics["scratch_test_accuracy"] == pytest.approx(0.88)
+    assert not any(name.startswith("transfer_test") for name in result.metrics)
 
 
 def test_class_names_that_differ_are_a_clear_error_and_nothing_is_written(tmp_path):
@@ -206,7 +212,8 @@ def test_different_test_splits_are_a_clear_error(tmp_path):
 
 def test_an_exact_tie_goes_to_the_smaller_model(tmp_path):
     cnn, transfer = write_pair(tmp_path / "runs", 0.9, 0.9)
-    assert pick_winner(load_run(cnn, "cnn"), load_run(transfer, "transfer")) == "cnn"
+    arms = group([load_run(cnn, "cnn"), load_run(transfer, "transfer")])
+    assert pick_winner(arms).key == "cnn"
 
 
 def test_cli_writes_the_report_and_exits_1_on_bad_input(tmp_path, capsys):
@@ -276,19 +283,33 @@ def test_headline_does_not_repeat_what_display_names_already_say(tmp_path):
         display_name="InceptionV3 (random init)",
         accuracy=0.1,
     )
-    text = headline(load_run(cnn, "cnn"), load_run(transfer, "transfer"), "cnn")
+    transfer_2 = write_run(
+        tmp_path / "transfer2",
+        model="inception_v3",
+        display_name="InceptionV3 pretrained",
+        pretrained=True,
+        accuracy=0.5,
+    )
+    arms = group([load_run(cnn, "cnn"), load_run(transfer, "transfer")])
+    text = headline(arms, arms[0])
     assert text == (
-        "The transfer model was NOT pretrained (random initialisation), so this run does not "
-        "measure transfer learning. The CNN from scratch beats transfer learning "
-        "(InceptionV3 (random init), NOT pretrained) by +80.0 points: 0.9000 vs 0.1000 test "
-        "accuracy."
+        "No pretrained backbone ran, so this run measures the architecture, not transfer "
+        "learning. The CNN from scratch beats the InceptionV3 (random init) backbone trained "
+        "from scratch (random init) by +80.0 points: 0.9000 vs 0.1000 test accuracy."
+    )
+    arms = group([load_run(cnn, "cnn"), load_run(transfer_2, "transfer")])
+    assert headline(arms, arms[0]) == (
+        "The CNN from scratch beats transfer learning (InceptionV3 pretrained) by +40.0 points: "
+        "0.9000 vs 0.5000 test accuracy."
     )
 
 
 def test_dollar_signs_in_names_are_text_not_math(tmp_path):
     names = [f"price $ {i}" if i % 2 else f"a$\\bogus$ {i}" for i in range(len(CLASS_NAMES))]
     cnn = write_run(tmp_path / "cnn", class_names=names, display_name="CNN $1")
-    transfer = write_run(tmp_path / "transfer", class_names=names, display_name="Inc$eption$")
+    transfer = write_run(
+        tmp_path / "transfer", model="inception_v3", class_names=names, display_name="Inc$eption$"
+    )
     result = compare(tmp_path, cnn, transfer)
     assert (tmp_path / "out" / "per_class.png").stat().st_size > 0
     assert "CNN $1" in Path(result.report_html).read_text()
@@ -448,7 +469,11 @@ def test_a_small_difference_is_reported_as_not_distinguishable(tmp_path):
 def test_runs_without_test_predictions_are_compared_without_significance(tmp_path):
     cnn = write_run(tmp_path / "cnn", predictions=None)  # written before predictions were saved
     transfer = write_run(
-        tmp_path / "transfer", model="inception_v3", display_name="InceptionV3", accuracy=0.9
+        tmp_path / "transfer",
+        model="inception_v3",
+        display_name="InceptionV3",
+        accuracy=0.9,
+        pretrained=True,
     )
     result = compare(tmp_path, cnn, transfer)
     assert set(result.metrics) == STABLE_NAMES - SIGNIFICANCE_NAMES

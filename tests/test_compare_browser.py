@@ -157,7 +157,7 @@ def test_chromium_renders_the_report_without_errors_or_fetches(tmp_path):
     assert all(
         done and width > 100 and src == "data:image/png;base64," for done, width, src in loaded
     )
-    assert headline["result"]["value"].startswith("The transfer model was NOT pretrained")
+    assert headline["result"]["value"].startswith("No pretrained backbone ran")
 
     screenshot = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
     (tmp_path / "screenshot.png").write_bytes(base64.b64decode(shot["data"]))

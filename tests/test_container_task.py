@@ -181,3 +181,13 @@ def test_a_failure_kfp_local_reported_as_success_fails_the_run(tmp_path, monkeyp
 
     with pytest.raises(ValueError, match="not a task failure"):
         local._run(broken, {"store": str(tmp_path)}, str(tmp_path / "other"), True, ())
+
+
+def test_a_failed_task_inside_a_parallel_for_iteration_is_found(tmp_path):
+    run_dir = tmp_path / "run-1"
+    assert run_task(run_dir / "data-prep", "print('ok')").returncode == 0
+    task_dir = run_dir / "for-loop-2-iteration-1" / "train-transfer"
+    assert run_task(task_dir, "print('epoch 1'); raise SystemExit(5)").returncode == 5
+    message = container_failure({run_dir})
+    assert message.startswith("Task 'train-transfer' failed in its container with exit code 5.")
+    assert "  | epoch 1" in message

@@ -44,12 +44,12 @@ PIPELINE = {
     "limit": [(PrepConfig, "limit", None)],
     "val_fraction": [(PrepConfig, "val_fraction", None)],
     "image_size": [(PrepConfig, "image_size", None)],
-    "backbone": [(WeightsConfig, "backbone", None)],
+    "backbones": [(WeightsConfig, "backbone", None)],  # a comma-separated list of them
     "weights_url": [(WeightsConfig, "weights_url", None)],
     "weights_sha256": [(WeightsConfig, "sha256", None)],
     "weights_md5": [(WeightsConfig, "md5", None)],
     "cnn_input_size": [(TrainConfig, "input_size", "seed_cnn")],
-    "transfer_input_size": [(TrainConfig, "input_size", "inception_v3")],
+    "transfer_input_size": [(TrainConfig, "input_size", None)],  # 0: each backbone's default
     "cnn_epochs": [(TrainConfig, "epochs", "seed_cnn")],
     "transfer_epochs": [(TrainConfig, "epochs", "inception_v3")],
     "batch_size": [(TrainConfig, "batch_size", None)],
@@ -64,7 +64,7 @@ PIPELINE = {
     "margin": [(CompareConfig, "margin", None)],
     "seed": [(PrepConfig, "seed", None), (TrainConfig, "seed", None)],
 }
-PIPELINE_ONLY = {"store", "gpu_type", "gpu_count", "spot"}
+PIPELINE_ONLY = {"store", "gpu_type", "gpu_count", "spot", "scratch", "seeds"}
 
 
 def expected_default(config: type, name: str, model: str | None):

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from kfp import components
 
+from components.common.backbones import DEFAULT_BACKBONE
+from components.training.models import MODELS
 from pipelines import placement, profiles, remote
 from pipelines.cli import arguments_from, main, parse_args
 from pipelines.pipeline import (
@@ -42,7 +44,22 @@ def compiled(tmp_path_factory) -> tuple[Path, dict, dict]:
 
 
 def tasks(spec: dict) -> dict:
-    return spec["root"]["dag"]["tasks"]
+    """Every task by name: the root DAG's and those inside its ParallelFor loops."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for name, component in spec["components"].items():
+        if name.startswith("comp-for-loop-"):
+            found.update(component["dag"]["tasks"])
+    return {name: task for name, task in found.items() if not name.startswith("for-loop-")}
+
+
+def loops(spec: dict) -> dict:
+    """for-loop task name -> (its root DAG task, the names of the tasks it runs)."""
+    root = spec["root"]["dag"]["tasks"]
+    return {
+        name: (task, set(spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]))
+        for name, task in root.items()
+        if name.startswith("for-loop-")
+    }
 
 
 def executor(spec: dict, task: str) -> dict:
@@ -59,23 +76,55 @@ def test_yaml_loads_back_into_kfp(compiled):
 
 def test_dag_order(compiled):
     _, spec, _ = compiled
-    dependencies = {name: set(task.get("dependentTasks", [])) for name, task in tasks(spec).items()}
+    root = spec["root"]["dag"]["tasks"]
+    dependencies = {name: set(task.get("dependentTasks", [])) for name, task in root.items()}
+    found = loops(spec)
+    cnn_loop = next(name for name, (_, inner) in found.items() if inner == {"train-cnn"})
+    arm_loop = next(name for name, (_, inner) in found.items() if "train-transfer" in inner)
+    assert found[arm_loop][1] == {"weights", "train-transfer"}
     assert dependencies == {
         "data-prep": set(),
-        "weights": set(),
+        "plan-cnn-seeds": {"data-prep"},
+        "plan-backbone-arms": {"data-prep"},
         "gpu-placement": set(),
-        "train-cnn": {"data-prep"},
-        "train-transfer": {"data-prep", "weights", "gpu-placement"},
-        "compare": {"train-cnn", "train-transfer"},
+        cnn_loop: {"plan-cnn-seeds"},
+        arm_loop: {"plan-backbone-arms", "gpu-placement"},
+        "compare": {cnn_loop, arm_loop},
     }
-    transfer_inputs = tasks(spec)["train-transfer"]["inputs"]["parameters"]
-    assert transfer_inputs["dataset_uri"]["taskOutputParameter"]["producerTask"] == "data-prep"
+    # Each loop iterates over its plan task's list: the CNN's seeds, the backbone arms.
+    for loop, producer in ((cnn_loop, "plan-cnn-seeds"), (arm_loop, "plan-backbone-arms")):
+        iterator = found[loop][0]["parameterIterator"]
+        channel = iterator["items"]["inputParameter"]
+        source = found[loop][0]["inputs"]["parameters"][channel]["taskOutputParameter"]
+        assert source == {"producerTask": producer, "outputParameterKey": "Output"}
+    inner = tasks(spec)
+    assert inner["train-transfer"]["dependentTasks"] == ["weights"]
+    transfer_inputs = inner["train-transfer"]["inputs"]["parameters"]
     assert transfer_inputs["weights_uri"]["taskOutputParameter"]["producerTask"] == "weights"
-    compare_inputs = tasks(spec)["compare"]["inputs"]["artifacts"]
-    assert {a["taskOutputArtifact"]["producerTask"] for a in compare_inputs.values()} == {
-        "train-cnn",
-        "train-transfer",
+    # The loops' items carry the dataset URI (kfp.local replaces any other task output passed
+    # into a loop by the loop item), so the trainings take it from their item.
+    for name in ("model", "seed", "scratch", "dataset_uri"):
+        assert "loop-item" in transfer_inputs[name]["componentInputParameter"]
+    for name in ("seed", "dataset_uri"):
+        assert (
+            "loop-item"
+            in inner["train-cnn"]["inputs"]["parameters"][name]["componentInputParameter"]
+        )
+    for plan in ("plan-cnn-seeds", "plan-backbone-arms"):
+        dataset = root[plan]["inputs"]["parameters"]["dataset_uri"]["taskOutputParameter"]
+        assert dataset == {"producerTask": "data-prep", "outputParameterKey": "dataset_uri"}
+    plans = root["plan-backbone-arms"]["inputs"]["parameters"]
+    for name in ("backbones", "seeds", "seed", "scratch", "weights_url"):
+        assert plans[name] == {"componentInputParameter": name}
+    assert root["plan-cnn-seeds"]["inputs"]["parameters"]["seeds"] == {
+        "componentInputParameter": "seeds"
     }
+    # compare collects every trained model of both loops (dsl.Collected: artifact lists).
+    compare_inputs = root["compare"]["inputs"]["artifacts"]
+    producers = {n: a["taskOutputArtifact"]["producerTask"] for n, a in compare_inputs.items()}
+    assert producers == {"cnn_models": cnn_loop, "backbone_models": arm_loop}
+    compare_spec = spec["components"]["comp-compare"]["inputDefinitions"]["artifacts"]
+    assert all(compare_spec[name]["isArtifactList"] for name in compare_inputs)
 
 
 def test_images_are_a_compile_time_setting(compiled):
@@ -100,11 +149,16 @@ def test_gpu_resources_node_selector_and_tolerations(compiled):
     for name in ("train-cnn", "data-prep", "weights", "compare"):
         assert "nodeSelector" not in k8s[f"exec-{name}"]
     transfer = k8s["exec-train-transfer"]
-    selector = transfer["nodeSelector"]["nodeSelectorJson"]["taskOutputParameter"]
+    # train-transfer runs in the arms' ParallelFor: the placement reaches it as a loop input.
+    (arm_loop,) = [task for task, inner in loops(spec).values() if "train-transfer" in inner]
+    loop_inputs = arm_loop["inputs"]["parameters"]
+    channel = transfer["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+    selector = loop_inputs[channel]["taskOutputParameter"]
     assert selector == {"producerTask": "gpu-placement", "outputParameterKey": "node_selector"}
     static, from_placement = transfer["tolerations"]
     assert static == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    assert from_placement["tolerationJson"]["taskOutputParameter"] == {
+    channel = from_placement["tolerationJson"]["componentInputParameter"]
+    assert loop_inputs[channel]["taskOutputParameter"] == {
         "producerTask": "gpu-placement",
         "outputParameterKey": "tolerations",
     }
@@ -140,6 +194,8 @@ def test_resource_fields_are_literals_or_string_parameters(compiled):
                 placeholders += 1
                 assert PLACEHOLDER.fullmatch(str(value)), (name, field, value)
                 source = task_inputs[f"pipelinechannel--{channel}"]["componentInputParameter"]
+                # In a ParallelFor the loop passes the pipeline parameter on under its channel.
+                source = source.removeprefix("pipelinechannel--")
                 assert parameters[source]["parameterType"] == "STRING", (name, field, source)
     assert placeholders == 1  # the GPU count
     assert parameters["gpu_count"]["defaultValue"] == "1"
@@ -199,6 +255,8 @@ def test_transfer_scratch_volume_and_tmpdir(compiled):
     assert env["TL_SCRATCH_DIR"] == SCRATCH_PATH  # the component's TMPDIR when mounted
     # The size holds the full dataset's feature cache at the default input size, with room.
     size = spec["root"]["inputDefinitions"]["parameters"]["transfer_input_size"]["defaultValue"]
+    assert size == 0  # the backbone's default size
+    size = MODELS[DEFAULT_BACKBONE].default_input_size
     grid = size  # InceptionV3's valid convolutions and stride-2 reductions up to mixed7
     for step in ("s2", "valid", "s2", "valid", "s2", "s2"):
         grid = (grid - 3) // 2 + 1 if step == "s2" else grid - 2
@@ -369,10 +427,12 @@ def test_every_knob_has_a_default(compiled):
     assert expected <= set(parameters)
     assert all("defaultValue" in parameter for parameter in parameters.values())
     assert parameters["cut_layer"]["defaultValue"] == ""  # the backbone's default cut
-    assert parameters["backbone"]["defaultValue"] == "inception_v3"
+    assert parameters["backbones"]["defaultValue"] == "inception_v3"
+    assert parameters["scratch"]["defaultValue"] is False
+    assert parameters["seeds"]["defaultValue"] == 1
     assert parameters["gpu_type"]["defaultValue"] == "nvidia-l4"
     assert parameters["spot"]["defaultValue"] is False
-    assert parameters["transfer_input_size"]["defaultValue"] == 150
+    assert parameters["transfer_input_size"]["defaultValue"] == 0  # each backbone's default
 
 
 def test_compile_bakes_store_and_params_into_defaults(tmp_path):
@@ -602,3 +662,15 @@ def test_local_build_leaves_out_retries_only(tmp_path):
     spec = next(yaml.safe_load_all(path.read_text()))
     assert all("retryPolicy" not in task for task in tasks(spec).values())
     assert tasks(spec)["train-cnn"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_local_build_leaves_out_the_gpu_request_only(tmp_path):
+    from kfp import compiler
+
+    # kfp.local cannot resolve the gpu_count placeholder inside the arms' ParallelFor.
+    for accelerators in (True, False):
+        path = tmp_path / f"accelerators-{accelerators}.yaml"
+        compiler.Compiler().compile(build_pipeline(accelerators=accelerators), str(path))
+        spec = next(yaml.safe_load_all(path.read_text()))
+        assert ("accelerator" in executor(spec, "train-transfer")["resources"]) is accelerators
+        assert set(tasks(spec)) >= {"train-cnn", "train-transfer", "weights", "compare"}

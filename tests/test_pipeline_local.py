@@ -63,6 +63,7 @@ def test_pipeline_end_to_end_with_served_weights(tmp_path, inception_weights):
             "--param", f"weights_sha256={hashlib.sha256(inception_weights).hexdigest()}",
             "--param", "cut_layer=mixed0", "--param", "batch_size=16",
             "--param", "cnn_input_size=16", "--param", "transfer_input_size=75",
+            "--param", "scratch=true",  # the ParallelFor arms: CNN, pretrained and scratch
             keras_home=tmp_path / "keras",
         )  # fmt: skip
         requests = server.count(f"/{INCEPTION_FILE}")
@@ -80,24 +81,38 @@ def test_pipeline_end_to_end_with_served_weights(tmp_path, inception_weights):
     assert "data:image/png;base64," in html
     assert "Champion" in html or "champion" in html
     assert summary.read_text().strip()
-    for role in ("cnn", "transfer"):
+    for role in ("cnn", "transfer", "scratch"):
         assert 0.0 <= metrics[f"{role}_test_accuracy"] <= 1.0
         assert metrics[f"{role}_params_total"] > 0
     assert metrics["transfer_pretrained"] == 1
+    for gain in ("architecture_gain", "pretraining_gain"):  # the gain split, each tested
+        assert metrics[gain] == pytest.approx(
+            metrics["transfer_test_accuracy" if gain[0] == "p" else "scratch_test_accuracy"]
+            - metrics["scratch_test_accuracy" if gain[0] == "p" else "cnn_test_accuracy"]
+        )
+        assert 0.0 <= metrics[f"{gain}_p_value"] <= 1.0
+    assert "Where the gain comes from" in summary.read_text()
 
-    for task, model in (("train-cnn", "seed_cnn"), ("train-transfer", "inception_v3")):
-        trained = run_dir / task / "trained_model"
-        assert (trained / "model.keras").is_file() and (trained / "saved_model").is_dir()
-        written = json.loads((trained / "metrics.json").read_text())
-        assert written["model"] == model
-        assert written["dataset_uri"].startswith(str(store.resolve() / "datasets"))
-        logged = json.loads((run_dir / task / "metrics").read_text())
-        assert logged["test_accuracy"] == pytest.approx(written["test_accuracy"])
-        history = json.loads((run_dir / task / "history").read_text())
-        assert history["epoch"] == [1]
-    transfer = json.loads((run_dir / "train-transfer/trained_model/metrics.json").read_text())
-    assert transfer["pretrained"] is True
-    assert transfer["weights_sha256"] == hashlib.sha256(inception_weights).hexdigest()
+    # The trainings ran in ParallelFor iterations; compare collected all three.
+    trained = {
+        folder.parent.name: folder for folder in run_dir.glob("for-loop-*/train-*/trained_model")
+    }
+    written = {}
+    for folder in run_dir.glob("for-loop-*/train-*/trained_model"):
+        record = json.loads((folder / "metrics.json").read_text())
+        written[record["arm"]] = record
+        assert (folder / "model.keras").is_file() and (folder / "saved_model").is_dir()
+        assert record["dataset_uri"].startswith(str(store.resolve() / "datasets"))
+        logged = json.loads((folder.parent / "metrics").read_text())
+        assert logged["test_accuracy"] == pytest.approx(record["test_accuracy"])
+        assert json.loads((folder.parent / "history").read_text())["epoch"] == [1]
+    assert trained and sorted(written) == ["cnn", "pretrained", "scratch"]
+    assert written["cnn"]["model"] == "seed_cnn"
+    assert written["pretrained"]["model"] == written["scratch"]["model"] == "inception_v3"
+    assert written["pretrained"]["pretrained"] is True
+    assert written["pretrained"]["weights_sha256"] == hashlib.sha256(inception_weights).hexdigest()
+    assert written["scratch"]["pretrained"] is False
+    assert {record["seed"] for record in written.values()} == {written["cnn"]["seed"]}
 
     champion = json.loads((store / "champion" / "fashion_mnist.json").read_text())
     assert champion["model"] in ("seed_cnn", "inception_v3")

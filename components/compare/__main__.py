@@ -1,4 +1,4 @@
-"""CLI: python -m components.compare --cnn-dir D --transfer-dir D --output-dir D --store S ..."""
+"""CLI: python -m components.compare --run-dirs D,D,... --output-dir D --store S ..."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = parser_for(
         "components.compare",
-        "Compare the CNN and transfer runs, write the report, gate the champion.",
+        "Compare the training runs (arms), write the report, gate the champion.",
         CompareConfig,
-        required=("cnn_dir", "transfer_dir", "output_dir"),
+        required=("output_dir",),
     )
     args = parser.parse_args(argv)
 

@@ -10,13 +10,14 @@ from components.common.result import METRICS_FILE
 from components.compare.config import CompareConfig, CompareResult
 
 
-def config(*, cnn_model, transfer_model, work: Path, **params) -> CompareConfig:
-    """The CompareConfig for the compare task: the Model folders in, `work/out` out."""
+def config(*, models, work: Path, **params) -> CompareConfig:
+    """The CompareConfig for the compare task: every trained Model folder in, `work/out` out.
+
+    Each run is identified by the arm, model and seed in its metrics.json, not by its position.
+    """
     return CompareConfig(
-        cnn_dir=cnn_model.path,
-        transfer_dir=transfer_model.path,
-        cnn_model_uri=cnn_model.uri,
-        transfer_model_uri=transfer_model.uri,
+        run_dirs=tuple(model.path for model in models),
+        run_uris=tuple(model.uri for model in models),
         output_dir=str(work / "out"),
         **params,
     )

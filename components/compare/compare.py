@@ -1,4 +1,4 @@
-"""The compare step: read both training runs, plot, gate the champion, write the report."""
+"""The compare step: read the training runs (arms), plot, gate the champion, write the report."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from components.common import checkpoints, storage
+from components.common.dataset import DataError
 from components.common.logging import get_logger, step
-from components.common.result import METRICS_FILE, NUMBER_FIELDS, Role
-from components.compare import champion, plots, report, stats
+from components.common.result import METRICS_FILE, NUMBER_FIELDS, Arm
+from components.compare import arms as arms_module
+from components.compare import champion, plots, report
+from components.compare.arms import ArmRuns
 from components.compare.config import CompareConfig, CompareResult
 from components.compare.inputs import RunOutputs, check_comparable, load_run
 
@@ -20,89 +23,97 @@ log = get_logger("compare")
 MODEL_METRICS = tuple(name for name in NUMBER_FIELDS if name != "epochs_run")
 
 
-def pick_winner(cnn: RunOutputs, transfer: RunOutputs) -> Role | None:
-    """The winner's role: the higher test accuracy, or None when either is missing.
+def headline_arm(arms: list[ArmRuns]) -> ArmRuns | None:
+    """The backbone arm the CNN is set against in the headline figures and plots.
 
-    An exact tie goes to the model with fewer parameters (the CNN when those tie too).
+    The best pretrained arm, else the best from-scratch one (None when there is no backbone arm).
     """
-    if cnn.accuracy is None or transfer.accuracy is None:
-        return None
-    if cnn.accuracy != transfer.accuracy:
-        return Role.TRANSFER if transfer.accuracy > cnn.accuracy else Role.CNN
-    params = [r.numbers["params_total"] or float("inf") for r in (cnn, transfer)]
-    return Role.TRANSFER if params[1] < params[0] else Role.CNN
+    for kind in (Arm.PRETRAINED, Arm.SCRATCH):
+        found = [arm for arm in arms if arm.arm == kind]
+        if found:
+            return max(found, key=lambda arm: -1.0 if arm.accuracy is None else arm.accuracy)
+    return None
 
 
-def significance(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, Any]:
-    """The paired test of transfer vs CNN on the shared test images, for comparison.json.
+def _pair_metrics(metrics: dict, prefix: str, pair: dict[str, Any] | None) -> None:
+    if pair is None:
+        return
+    metrics[f"{prefix}_p_value"] = pair["p_value_holm"]
+    metrics[f"{prefix}_ci_low"] = pair["ci_low"]
+    metrics[f"{prefix}_ci_high"] = pair["ci_high"]
+    metrics[f"{prefix}_significant"] = 1.0 if pair["significant"] else 0.0
 
-    `{"computed": True, "test": ..., "alpha": ..., "pairs": [PairTest dicts]}` (the
-    difference is transfer - cnn), or `{"computed": False, "reason": ...}` when a run has no
-    test predictions (runs written before they were saved).
-    """
-    missing = [str(run.role) for run in (cnn, transfer) if run.predictions is None]
-    if missing:
-        return {
-            "computed": False,
-            "reason": f"no test predictions for {' and '.join(missing)} (an older run), so the "
-            "significance of the difference could not be computed",
-        }
-    labels = cnn.predictions.labels
-    pairs = stats.compare_pairs(
-        {
-            str(Role.CNN): cnn.predictions.predictions,
-            str(Role.TRANSFER): transfer.predictions.predictions,
-        },
-        labels,
-    )
-    return {
-        "computed": True,
-        "test": stats.TEST_NAME,
-        "alpha": stats.ALPHA,
-        "confidence": stats.CONFIDENCE,
-        "resamples": stats.RESAMPLES,
-        "correction": "Holm",
-        "pairs": [pair.to_dict() for pair in pairs],
-    }
+
+def _arm_metrics(arm: ArmRuns) -> dict[str, float]:
+    metrics = {}
+    for name in MODEL_METRICS:
+        value = arm.number(name)
+        if value is not None:
+            metrics[f"{arm.key}_{name}"] = value
+    if len(arm.runs) > 1:
+        metrics[f"{arm.key}_seeds"] = float(len(arm.runs))
+        if arm.accuracy_sd is not None:
+            metrics[f"{arm.key}_test_accuracy_sd"] = arm.accuracy_sd
+    return metrics
 
 
 def flat_metrics(
-    runs: dict[Role, RunOutputs],
-    winner: Role | None,
+    arms: list[ArmRuns],
+    winner: ArmRuns | None,
     promoted: bool,
     tested: dict[str, Any] | None = None,
+    split: list[dict[str, Any]] | None = None,
 ) -> dict:
-    """Stable names -> numbers for the KFP Metrics artifact; missing numbers are left out."""
+    """Stable names -> numbers for the KFP Metrics artifact; missing numbers are left out.
+
+    Per arm `<key>_<number>` (mean over seeds; `<key>_test_accuracy_sd` and `<key>_seeds` with
+    several seeds); the CNN against the headline arm (`accuracy_difference`, `mcnemar_p_value`,
+    ...); the gain split (`architecture_gain`, `pretraining_gain`, each with `_p_value`,
+    `_ci_low`, `_ci_high`, `_significant`; prefixed by the backbone with several backbones).
+    """
     metrics: dict[str, float] = {}
-    for role, run in runs.items():
-        for name in MODEL_METRICS:
-            if run.numbers[name] is not None:
-                metrics[f"{role}_{name}"] = run.numbers[name]
-    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
-    if cnn.accuracy is not None and transfer.accuracy is not None:
-        metrics["accuracy_difference"] = transfer.accuracy - cnn.accuracy
+    for arm in arms:
+        metrics.update(_arm_metrics(arm))
+    cnn = next((arm for arm in arms if arm.arm == Arm.CNN), None)
+    other = headline_arm(arms)
+    if cnn and other and cnn.accuracy is not None and other.accuracy is not None:
+        metrics["accuracy_difference"] = other.accuracy - cnn.accuracy
     if winner is not None:
-        metrics["winner_is_transfer"] = 1.0 if winner == Role.TRANSFER else 0.0
-    metrics["transfer_pretrained"] = 1.0 if transfer.pretrained else 0.0
+        metrics["winner_is_transfer"] = 0.0 if winner.arm == Arm.CNN else 1.0
+    metrics["transfer_pretrained"] = 1.0 if any(arm.pretrained for arm in arms) else 0.0
     metrics["champion_promoted"] = 1.0 if promoted else 0.0
-    if tested and tested.get("computed"):
-        pair = tested["pairs"][0]
+    pair = arms_module.find_pair(tested, cnn.key, other.key) if cnn and other else None
+    if pair is not None:
         metrics["mcnemar_p_value"] = pair["p_value_holm"]
         metrics["accuracy_difference_ci_low"] = pair["ci_low"]
         metrics["accuracy_difference_ci_high"] = pair["ci_high"]
         metrics["difference_significant"] = 1.0 if pair["significant"] else 0.0
+    for gain in split or []:
+        if gain["accuracy_difference"] is not None:
+            metrics[gain["metric"]] = gain["accuracy_difference"]
+        if gain["difference_sd"] is not None:
+            metrics[f"{gain['metric']}_sd"] = gain["difference_sd"]
+        _pair_metrics(metrics, gain["metric"], gain["pair"])
     return metrics
 
 
-def candidate_record(config: CompareConfig, run: RunOutputs | None) -> dict[str, Any]:
-    """The champion record the winner would get (empty accuracy when there is no winner)."""
-    if run is None:
+def candidate_record(
+    config: CompareConfig, arm: ArmRuns | None, pointers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The champion record the winning arm would get: its best seed's run.
+
+    Empty accuracy when there is no winner. `pointers` maps run folders to the model URIs.
+    """
+    if arm is None:
         return {"model": None, "test_accuracy": None, "dataset": config.dataset_name}
-    pointer = config.cnn_model_uri if run.role == Role.CNN else config.transfer_model_uri
+    run = arm.best_run()
+    pointer = (pointers or {}).get(run.folder, "")
     return {
         "model": run.model,
-        "display_name": run.display_name,
-        "role": str(run.role),
+        "display_name": arm.display_name,
+        "role": arm.key,
+        "arm": str(arm.arm),
+        "seed": run.metrics.seed,
         "test_accuracy": run.accuracy,
         "test_loss": run.numbers["test_loss"],
         "train_seconds": run.numbers["train_seconds"],
@@ -128,15 +139,21 @@ def candidate_record(config: CompareConfig, run: RunOutputs | None) -> dict[str,
     }
 
 
-def _model_summary(run: RunOutputs) -> dict[str, Any]:
+def _model_summary(arm: ArmRuns) -> dict[str, Any]:
+    run = arm.first
     per_class = run.per_class_accuracy()
     return {
-        "model": run.model,
-        "display_name": run.display_name,
-        "pretrained": run.pretrained,
+        "model": arm.model,
+        "arm": str(arm.arm),
+        "display_name": arm.display_name,
+        "pretrained": arm.pretrained,
         "weights_sha256": run.metrics.weights_sha256,
         "folder": run.folder,
-        **run.numbers,
+        "folders": [r.folder for r in arm.runs],
+        "seeds": arm.seeds,
+        **{name: arm.number(name) for name in run.numbers},
+        "test_accuracy_sd": arm.accuracy_sd,
+        "test_accuracies": [r.accuracy for r in arm.runs],
         "per_class_accuracy": None
         if per_class is None
         else {
@@ -147,26 +164,36 @@ def _model_summary(run: RunOutputs) -> dict[str, Any]:
     }
 
 
-def _notes(cnn: RunOutputs, transfer: RunOutputs, tested: dict[str, Any]) -> list[str]:
-    notes = [*cnn.notes, *transfer.notes]
+def _notes(arms: list[ArmRuns], tested: dict[str, Any]) -> list[str]:
+    runs = [run for arm in arms for run in arm.runs]
+    notes = [note for run in runs for note in run.notes]
     if not tested["computed"]:
         notes.append(tested["reason"])
-    if len(cnn.history.epoch) != len(transfer.history.epoch):
-        notes.append(
-            f"the histories differ in length ({len(cnn.history.epoch)} vs "
-            f"{len(transfer.history.epoch)} epochs); each is plotted as it is"
+    lengths = {len(run.history.epoch) for run in runs}
+    if len(lengths) > 1:
+        counts = (
+            " vs ".join(str(len(run.history.epoch)) for run in runs)
+            if len(runs) == 2
+            else ", ".join(f"{run.role} {len(run.history.epoch)}" for run in runs)
         )
-    if not transfer.pretrained:
-        notes.append("transfer: the backbone started from random weights, not pretrained ones")
+        notes.append(f"the histories differ in length ({counts} epochs); each is plotted as it is")
+    seeds = {len(arm.runs) for arm in arms}
+    if len(seeds) > 1:
+        notes.append(
+            "the arms ran different numbers of seeds; pairs are tested seed by seed up to the "
+            "smaller count"
+        )
+    if not any(arm.pretrained for arm in arms):
+        notes.append("no pretrained backbone ran: this run does not measure transfer learning")
     return notes
 
 
-def _comparison(config, runs, winner, metrics, decision, notes, figures, tested) -> dict:
-    """comparison.json: names, headline, per-model figures, champion decision and notes."""
-    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
-    source = (transfer if transfer.metrics.test_split_sha256 else cnn).metrics
+def _comparison(config, arms, winner, metrics, decision, notes, figures, tested, split) -> dict:
+    """comparison.json: names, headline, per-arm figures, gain split, champion and notes."""
+    runs = [run for arm in arms for run in arm.runs]
+    source = next((r for r in runs if r.metrics.test_split_sha256), runs[0]).metrics
     return {
-        "format_version": 1,
+        "format_version": 2,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dataset": {
             "name": config.dataset_name,
@@ -174,59 +201,81 @@ def _comparison(config, runs, winner, metrics, decision, notes, figures, tested)
             "uri": source.dataset_uri,
             "test_split_sha256": source.test_split_sha256,
         },
-        "class_names": list(cnn.class_names),
-        "winner": winner,
-        "winner_model": runs[winner].model if winner else None,
-        "winner_display_name": runs[winner].display_name if winner else None,
-        "headline": report.headline(cnn, transfer, winner, tested),
-        "models": {str(role): _model_summary(run) for role, run in runs.items()},
+        "class_names": list(runs[0].class_names),
+        "winner": winner.key if winner else None,
+        "winner_model": winner.model if winner else None,
+        "winner_display_name": winner.display_name if winner else None,
+        "headline": report.headline(arms, winner, tested, split),
+        "arms": [arm.key for arm in arms],
+        "models": {arm.key: _model_summary(arm) for arm in arms},
         "metrics": metrics,
         "significance": tested,
+        "gains": split,
         "champion": {**decision.to_dict(), "margin": config.margin},
         "notes": notes,
         "figures": list(figures),
     }
 
 
-def _write(out: Path, runs, comparison: dict, figures: dict, metrics: dict) -> None:
-    cnn, transfer = runs[Role.CNN], runs[Role.TRANSFER]
+def _write(out: Path, arms, comparison: dict, figures: dict, metrics: dict) -> None:
     for name, (_, png) in figures.items():
         storage.write_bytes(str(out / name), png)
     for name, value in (("comparison.json", comparison), (METRICS_FILE, metrics)):
         storage.write_text(str(out / name), json.dumps(value, indent=2, sort_keys=True) + "\n")
-    storage.write_text(str(out / "summary.md"), report.render_markdown(cnn, transfer, comparison))
-    html_text = report.render_html(cnn, transfer, comparison, figures)
+    storage.write_text(str(out / "summary.md"), report.render_markdown(arms, comparison))
+    html_text = report.render_html(arms, comparison, figures)
     storage.write_text(str(out / "report.html"), html_text)
+
+
+def load_runs(config: CompareConfig) -> tuple[list[RunOutputs], dict[str, str]]:
+    """Every run of the config, checked comparable, and their folder -> model URI pointers."""
+    folders = config.folders()
+    runs = [load_run(folder, f"run {index + 1}") for index, (folder, _) in enumerate(folders)]
+    for run in runs[1:]:
+        check_comparable(runs[0], run)
+    return runs, {str(Path(folder)): uri for folder, uri in folders if uri}
 
 
 def run(config: CompareConfig) -> CompareResult:
     """Compare the two runs, gate the champion, and write the report files to output_dir."""
-    with step(log, "compare", cnn_dir=config.cnn_dir, transfer_dir=config.transfer_dir) as figs:
-        runs = {
-            Role.CNN: load_run(config.cnn_dir, Role.CNN),
-            Role.TRANSFER: load_run(config.transfer_dir, Role.TRANSFER),
-        }
-        check_comparable(*runs.values())
-        winner = pick_winner(*runs.values())
-        tested = significance(*runs.values())
-        figures = plots.all_figures(*runs.values())
+    with step(log, "compare", runs=len(config.folders())) as figs:
+        loaded, pointers = load_runs(config)
+        arms = arms_module.group(loaded)
+        if len(arms) < 2:
+            raise DataError(
+                f"compare needs at least two arms to compare; the {len(loaded)} run(s) "
+                f"({', '.join(run.folder for run in loaded)}) are all one arm"
+            )
+        winner = arms_module.pick_winner(arms)
+        tested = arms_module.significance(arms)
+        split = arms_module.gains(arms, tested)
+        cnn = next((arm for arm in arms if arm.arm == Arm.CNN), arms[0])
+        other = headline_arm([arm for arm in arms if arm is not cnn]) or next(
+            arm for arm in arms if arm is not cnn
+        )
+        others = tuple(arm.first for arm in arms if arm not in (cnn, other))
+        figures = plots.all_figures(cnn.first, other.first, others)
         decision = champion.gate(
             champion.champion_uri(config.store, config.dataset_name),
-            candidate_record(config, runs.get(winner) if winner else None),
+            candidate_record(config, winner, pointers),
             config.margin,
             promote_on_new_split=config.promote_on_new_split,
         )
-        metrics = flat_metrics(runs, winner, decision.promoted, tested)
-        notes = _notes(*runs.values(), tested)
-        comparison = _comparison(config, runs, winner, metrics, decision, notes, figures, tested)
+        metrics = flat_metrics(arms, winner, decision.promoted, tested, split)
+        notes = _notes(arms, tested)
+        comparison = _comparison(
+            config, arms, winner, metrics, decision, notes, figures, tested, split
+        )
         out = Path(config.output_dir)
-        _write(out, runs, comparison, figures, metrics)
-        # Both results are now held here: their training checkpoints have served their purpose.
-        for compared in runs.values():
+        _write(out, arms, comparison, figures, metrics)
+        # Every result is now held here: their training checkpoints have served their purpose.
+        for compared in loaded:
             checkpoints.release(config.store, compared.metrics.checkpoint_dir)
-        figs.update(winner=winner, decision=decision.decision, figures=len(figures))
+        figs.update(
+            winner=winner.key if winner else None, decision=decision.decision, figures=len(figures)
+        )
     return CompareResult(
-        winner=winner,
+        winner=winner.key if winner else None,
         report_html=str(out / "report.html"),
         summary_md=str(out / "summary.md"),
         metrics=metrics,

@@ -1,4 +1,4 @@
-"""KFP component for the comparison step: two trained models -> report, metrics, champion."""
+"""KFP component for the comparison step: the trained models (arms) -> report, metrics, champion."""
 
 from typing import NamedTuple
 
@@ -9,8 +9,8 @@ from components.common.images import DEFAULT_CPU_IMAGE
 
 
 def compare(
-    cnn_model: Input[Model],
-    transfer_model: Input[Model],
+    cnn_models: Input[list[Model]],
+    backbone_models: Input[list[Model]],
     report: Output[HTML],
     summary: Output[Markdown],
     metrics: Output[Metrics],
@@ -20,7 +20,11 @@ def compare(
     margin: float = 0.005,
     run_id: str = "",
 ) -> NamedTuple("CompareOutputs", [("winner", str), ("promoted", bool)]):
-    """Compare the two training outputs; gate the winner into `<store>/champion/<dataset>.json`.
+    """Compare the training outputs; gate the winner into `<store>/champion/<dataset>.json`.
+
+    `cnn_models` and `backbone_models` are the trained models of the pipeline's training arms
+    (dsl.Collected over its ParallelFor loops); every run is identified by the arm, model and
+    seed in its metrics.json.
 
     `run_id` is recorded in the champion file. Outputs the self-contained HTML report, the
     Markdown summary, a flat Metrics artifact with stable names, and a folder of the PNG
@@ -38,8 +42,7 @@ def compare(
 
     with tempfile.TemporaryDirectory(prefix="compare-") as work:
         config = artifacts.config(
-            cnn_model=cnn_model,
-            transfer_model=transfer_model,
+            models=[*cnn_models, *backbone_models],
             work=Path(work),
             store=store,
             dataset_name=dataset_name,

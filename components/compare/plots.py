@@ -23,6 +23,13 @@ from components.compare.inputs import Misclassified, RunOutputs
 DPI = 100
 COLOURS = {Role.CNN: "#1f77b4", Role.TRANSFER: "#d62728"}
 GRID_COLUMNS = 6
+
+
+def colour_of(run: RunOutputs) -> str:
+    """The CNN's colour, or the other model's."""
+    return COLOURS.get(str(run.role).split(" ")[0], COLOURS[Role.TRANSFER])
+
+
 GRID_MAX = 36
 ANNOTATE_MAX = 20  # confusion cells carry their value up to this many classes
 TICKS_MAX = 40  # class names on the confusion axes: all up to this many, then every k-th
@@ -88,7 +95,7 @@ def learning_curves(cnn: RunOutputs, transfer: RunOutputs, metric: str) -> bytes
         _curves(ax, run, metric, label_model=False, colour=None)
         ax.set_title(run.display_name)
     for run in (cnn, transfer):
-        _curves(axes[2], run, metric, label_model=True, colour=COLOURS[run.role])
+        _curves(axes[2], run, metric, label_model=True, colour=colour_of(run))
     axes[2].set_title("Both models, shared axes")
     for ax in axes:
         ax.set_xlabel("epoch")
@@ -153,7 +160,7 @@ def per_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
         values = run.per_class_accuracy()
         if values is None:
             values = np.full(len(names), np.nan)
-        bars = ax.bar(positions + offset, np.nan_to_num(values), width, color=COLOURS[run.role])
+        bars = ax.bar(positions + offset, np.nan_to_num(values), width, color=colour_of(run))
         bars.set_label(run.display_name)
         for bar, value in zip(bars, values, strict=True):
             text = "n/a" if math.isnan(value) else f"{value:.2f}"
@@ -187,7 +194,7 @@ def worst_class_accuracy(cnn: RunOutputs, transfer: RunOutputs) -> bytes:
     for offset, run in ((-height / 2, cnn), (height / 2, transfer)):
         values = run.per_class_accuracy()
         values = np.full(len(names), np.nan) if values is None else values[shown]
-        bars = ax.barh(positions + offset, np.nan_to_num(values), height, color=COLOURS[run.role])
+        bars = ax.barh(positions + offset, np.nan_to_num(values), height, color=colour_of(run))
         bars.set_label(run.display_name)
         for bar, value in zip(bars, values, strict=True):
             text = "n/a" if math.isnan(value) else f"{value:.2f}"
@@ -234,16 +241,21 @@ def misclassified_grid(run: RunOutputs, wrong: Misclassified) -> bytes:
     return to_png(figure)
 
 
-def all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, bytes]]:
+def all_figures(
+    cnn: RunOutputs, transfer: RunOutputs, others: tuple[RunOutputs, ...] = ()
+) -> dict[str, tuple[str, bytes]]:
     """Every figure: {file name: (caption, PNG bytes)}, in report order.
+
+    The curves, confusion matrices and per-class bars set `cnn` against `transfer` (the CNN
+    and the headline arm); `others` add their grids of wrong predictions.
 
     Class and model names are shown as written: a `$` in them is text, not math markup.
     """
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _all_figures(cnn, transfer)
+        return _all_figures(cnn, transfer, others)
 
 
-def _all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, bytes]]:
+def _all_figures(cnn: RunOutputs, transfer: RunOutputs, others) -> dict[str, tuple[str, bytes]]:
     figures = {
         "accuracy.png": (
             "Training and validation accuracy",
@@ -261,10 +273,11 @@ def _all_figures(cnn: RunOutputs, transfer: RunOutputs) -> dict[str, tuple[str, 
             per_class_accuracy(cnn, transfer),
         ),
     }
-    for run in (cnn, transfer):
+    for run in (cnn, transfer, *others):
         if run.misclassified is not None:
             caption = f"Test images {run.display_name} got wrong"
-            figures[f"misclassified_{run.role}.png"] = (
+            slug = str(run.role).replace(" ", "_")
+            figures[f"misclassified_{slug}.png"] = (
                 caption,
                 misclassified_grid(run, run.misclassified),
             )

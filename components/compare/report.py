@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from components.common.result import Role
+from components.common.result import Arm
+from components.compare.arms import ArmRuns, find_pair
 from components.compare.inputs import RunOutputs
 
 CSS = """
@@ -50,11 +51,11 @@ class Row:
     key: str  # metrics.json field
     fmt: str = "{:.4f}"
     higher_is_better: bool | None = None  # None: no "best" highlight
-    text: Callable[[RunOutputs], str] | None = None  # for non-numeric rows
+    text: Callable[[ArmRuns], str] | None = None  # for non-numeric rows
 
-    def value(self, run: RunOutputs) -> float | str | None:
-        """The row's value for one run (None: missing or not finite)."""
-        return self.text(run) if self.text else run.numbers[self.key]
+    def value(self, arm: ArmRuns) -> float | str | None:
+        """The row's value for one arm, its mean over seeds (None: missing or not finite)."""
+        return self.text(arm) if self.text else arm.number(self.key)
 
 
 ROWS = (
@@ -65,14 +66,15 @@ ROWS = (
     Row("Parameters (total)", "params_total", "{:,.0f}"),
     Row("Parameters (trainable)", "params_trainable", "{:,.0f}"),
     Row("Epochs run", "epochs_run", "{:.0f}"),
-    Row("Pretrained weights", "pretrained", "{}", None, lambda r: "yes" if r.pretrained else "no"),
+    Row("Pretrained weights", "pretrained", "{}", None, lambda a: "yes" if a.pretrained else "no"),
     Row(
         "Weights sha256",
         "weights_sha256",
         "{}",
         None,
-        lambda r: (r.metrics.weights_sha256 or "-")[:12],
+        lambda a: (a.first.metrics.weights_sha256 or "-")[:12],
     ),
+    Row("Seeds", "seed", "{}", None, lambda a: ", ".join(str(seed) for seed in a.seeds)),
 )
 
 
@@ -92,92 +94,145 @@ def markdown_text(value: object) -> str:
     return _MARKDOWN_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def describe(run: RunOutputs) -> str:
-    """The model as the headline names it."""
-    if run.role == Role.CNN:
-        if "scratch" in run.display_name.lower():  # the name already says it
-            return f"the {run.display_name}"
-        return f"the CNN trained from scratch ({run.display_name})"
-    name = run.display_name
-    if "pretrain" in name.lower() or "random" in name.lower():  # the name already says which
-        state = "" if run.pretrained else ", NOT pretrained"
-    else:
-        state = ", pretrained weights" if run.pretrained else ", NOT pretrained: random init"
-    return f"transfer learning ({name}{state})"
+def describe(arm: ArmRuns) -> str:
+    """The arm as the headline names it."""
+    name = arm.first.display_name
+    lowered = name.lower()
+    if arm.arm == Arm.CNN:
+        if "scratch" in lowered:  # the name already says it
+            return f"the {name}"
+        return f"the CNN trained from scratch ({name})"
+    if arm.arm == Arm.SCRATCH:
+        if "scratch" in lowered:
+            return f"the {name} backbone"
+        return f"the {name} backbone trained from scratch (random init)"
+    if "pretrain" in lowered:
+        return f"transfer learning ({name})"
+    return f"transfer learning ({name}, pretrained weights)"
 
 
-def significance_text(tested: dict[str, Any] | None) -> str:
-    """The verdict on the difference: significant or not distinguishable, test, p and interval."""
+def verdict(pair: dict[str, Any], alpha: float) -> str:
+    """The verdict: significant, or not distinguishable, at the `alpha` level."""
+    level = f"at the {alpha:.0%} level"
+    return f"significant {level}" if pair["significant"] else f"not distinguishable {level}"
+
+
+def _seeds_text(pair: dict[str, Any]) -> str:
+    if pair.get("seeds", 1) < 2:
+        return ""
+    spread = pair.get("difference_sd")
+    sd = f", sd {spread * 100:.2f} points over seeds" if spread is not None else ""
+    return f"; mean of {pair['seeds']} seed pairs{sd}, the largest corrected p shown"
+
+
+def significance_text(tested: dict[str, Any] | None, pair: dict[str, Any] | None = None) -> str:
+    """The verdict on one pair's difference (the first tested pair by default)."""
     if not tested:
         return ""
     if not tested.get("computed"):
         return f"Significance could not be computed: {tested['reason'].split(', so ')[0]}."
-    pair = tested["pairs"][0]
-    verdict = (
-        f"significant at the {tested['alpha']:.0%} level"
-        if pair["significant"]
-        else f"not distinguishable at the {tested['alpha']:.0%} level"
-    )
+    pair = pair or tested["pairs"][0]
     return (
-        f"The difference is {verdict} ({tested['test']}: p = {pair['p_value_holm']:.3g}; "
-        f"{tested['confidence']:.0%} bootstrap confidence interval of the difference "
-        f"{pair['ci_low'] * 100:+.2f} to {pair['ci_high'] * 100:+.2f} points, "
-        f"over {pair['images']:,} test images)."
+        f"The difference is {verdict(pair, tested['alpha'])} ({tested['test']}: "
+        f"p = {pair['p_value_holm']:.3g}; {tested['confidence']:.0%} bootstrap confidence "
+        f"interval of the difference {pair['ci_low'] * 100:+.2f} to "
+        f"{pair['ci_high'] * 100:+.2f} points, over {pair['images']:,} test images"
+        f"{_seeds_text(pair)})."
+    )
+
+
+def _accuracy_text(arm: ArmRuns) -> str:
+    if arm.accuracy_sd is None:
+        return f"{arm.accuracy:.4f}"
+    return f"{arm.accuracy:.4f} ± {arm.accuracy_sd:.4f} (mean ± sd of {len(arm.runs)} seeds)"
+
+
+def gain_text(gain: dict[str, Any], tested: dict[str, Any] | None) -> str:
+    """One gain of the split, its difference, verdict, p and interval, as one line.
+
+    E.g. "pretraining gain of inception_v3 (InceptionV3 (pretrained) vs InceptionV3 from
+    scratch): +12.3 points, significant at the 5% level (p = 0.001, 95% CI +10.10 to +14.20)".
+    """
+    names = f"{gain['second_name']} vs {gain['first_name']}"
+    label = f"{gain['kind']} gain of {gain['backbone']} ({names})"
+    if gain["accuracy_difference"] is None:
+        return f"{label}: not measured, an accuracy is missing"
+    text = f"{label}: {gain['accuracy_difference'] * 100:+.1f} points"
+    pair = gain["pair"]
+    if pair is None or not tested or not tested.get("computed"):
+        return text
+    return (
+        f"{text}, {verdict(pair, tested['alpha'])} (p = {pair['p_value_holm']:.3g}, "
+        f"{tested['confidence']:.0%} CI {pair['ci_low'] * 100:+.2f} to "
+        f"{pair['ci_high'] * 100:+.2f})"
     )
 
 
 def headline(
-    cnn: RunOutputs,
-    transfer: RunOutputs,
-    winner: str | None,
+    arms: list[ArmRuns],
+    winner: ArmRuns | None,
     tested: dict[str, Any] | None = None,
+    split: list[dict[str, Any]] | None = None,
 ) -> str:
-    """One sentence that answers the question, with the honest caveat first when needed.
+    """What was measured and the answer, in a few sentences.
 
-    With the paired statistics (`tested`, see compare.significance) a second sentence says
-    whether the difference is significant at the 5% level or not distinguishable from noise.
+    The best arm against the next one, whether that difference is significant at the 5% level
+    or not distinguishable, then the gain split.
     """
     caveat = ""
-    if not transfer.pretrained:
+    if not any(arm.pretrained for arm in arms):
         caveat = (
-            "The transfer model was NOT pretrained (random initialisation), so this run does not "
-            "measure transfer learning. "
+            "No pretrained backbone ran, so this run measures the architecture, not transfer "
+            "learning. "
         )
     if winner is None:
-        missing = [r.display_name for r in (cnn, transfer) if r.accuracy is None]
+        missing = [arm.display_name for arm in arms if arm.accuracy is None]
         return (
             f"{caveat}No winner: test accuracy is missing or not a number for {', '.join(missing)}."
         )
-    runs = {Role.CNN: cnn, Role.TRANSFER: transfer}
-    best, other = runs[winner], runs[Role.TRANSFER if winner == Role.CNN else Role.CNN]
-    gain = (best.accuracy - other.accuracy) * 100
+    others = [arm for arm in arms if arm is not winner]
+    other = max(others, key=lambda arm: arm.accuracy)
+    gain = (winner.accuracy - other.accuracy) * 100
     verb = "beats" if gain > 0 else "ties with (fewer parameters)"
+    best_of = f" (the best of {len(arms)} arms)" if len(arms) > 2 else ""
     sentence = (
-        f"{describe(best)} {verb} {describe(other)} by {gain:+.1f} points: "
-        f"{best.accuracy:.4f} vs {other.accuracy:.4f} test accuracy."
+        f"{describe(winner)}{best_of} {verb} {describe(other)} by {gain:+.1f} points: "
+        f"{_accuracy_text(winner)} vs {_accuracy_text(other)} test accuracy."
     )
-    verdict = significance_text(tested)
-    return caveat + sentence[0].upper() + sentence[1:] + (f" {verdict}" if verdict else "")
+    verdict_text = significance_text(tested, find_pair(tested, winner.key, other.key))
+    parts = [caveat + sentence[0].upper() + sentence[1:]]
+    if verdict_text:
+        parts.append(verdict_text)
+    if split:
+        texts = [gain_text(item, tested) for item in split]
+        joined = "; ".join(texts)
+        parts.append(joined[0].upper() + joined[1:] + ".")
+    return " ".join(parts)
 
 
-def _cell(row: Row, run: RunOutputs, best: float | None) -> tuple[str, str]:
-    value = row.value(run)
+def _cell(row: Row, arm: ArmRuns, best: float | None) -> tuple[str, str]:
+    value = row.value(arm)
     if value is None:
-        return "missing", run.missing.get(row.key, "missing")
+        return "missing", next(
+            (run.missing[row.key] for run in arm.runs if row.key in run.missing), "missing"
+        )
     text = row.fmt.format(value)
+    spread = arm.spread(row.key) if not row.text else None
+    if spread is not None and row.key == "test_accuracy":
+        text = f"{text} ± {row.fmt.format(spread)}"
     return ("best" if best is not None and value == best else ""), text
 
 
-def table_rows(cnn: RunOutputs, transfer: RunOutputs) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(label, [(css class, text) per model]) for the key-figures table."""
+def table_rows(arms: list[ArmRuns]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(label, [(css class, text) per arm]) for the key-figures table (mean ± sd over seeds)."""
     rows = []
     for row in ROWS:
-        values = [row.value(run) for run in (cnn, transfer)]
+        values = [row.value(arm) for arm in arms]
         numeric = [v for v in values if isinstance(v, float)]
         best = None
-        if row.higher_is_better is not None and len(numeric) == 2 and numeric[0] != numeric[1]:
+        if row.higher_is_better is not None and len(numeric) == len(arms) and len(set(numeric)) > 1:
             best = max(numeric) if row.higher_is_better else min(numeric)
-        rows.append((row.label, [_cell(row, run, best) for run in (cnn, transfer)]))
+        rows.append((row.label, [_cell(row, arm, best) for arm in arms]))
     return rows
 
 
@@ -206,11 +261,11 @@ def confused_pairs(
     return pairs
 
 
-def confused_html(cnn: RunOutputs, transfer: RunOutputs) -> str:
-    """A table per model of its most confused (true, predicted) class pairs."""
+def confused_html(arms: list[ArmRuns]) -> str:
+    """A table per arm (its lowest seed's run) of its most confused (true, predicted) pairs."""
     esc = html.escape
     parts = []
-    for run in (cnn, transfer):
+    for run in (arm.first for arm in arms):
         rows = "".join(
             f"<tr><td>{esc(true)}</td><td>{esc(predicted)}</td><td>{share:.1%}</td>"
             f"<td>{count}</td></tr>"
@@ -236,8 +291,18 @@ def significance_rows(tested: dict[str, Any] | None) -> list[tuple[str, str]]:
     rows = [("Test", f"{tested['test']}, {tested['correction']}-corrected across pairs")]
     for pair in tested["pairs"]:
         name = f"{pair['second']} - {pair['first']}"
+        spread = pair.get("difference_sd")
+        seeds = (
+            f" (mean of {pair['seeds']} seed pairs"
+            + (f", sd {spread * 100:.2f} points)" if spread is not None else ")")
+            if pair.get("seeds", 1) > 1
+            else ""
+        )
         rows += [
-            (f"{name}: accuracy difference", f"{pair['accuracy_difference'] * 100:+.2f} points"),
+            (
+                f"{name}: accuracy difference",
+                f"{pair['accuracy_difference'] * 100:+.2f} points{seeds}",
+            ),
             (
                 f"{name}: {tested['confidence']:.0%} confidence interval",
                 f"{pair['ci_low'] * 100:+.2f} to {pair['ci_high'] * 100:+.2f} points "
@@ -249,14 +314,23 @@ def significance_rows(tested: dict[str, Any] | None) -> list[tuple[str, str]]:
                 f"{pair['second_only_right']} images only {pair['second']} got right, "
                 f"{pair['first_only_right']} only {pair['first']})",
             ),
-            (
-                f"{name}: verdict",
-                f"significant at the {tested['alpha']:.0%} level"
-                if pair["significant"]
-                else f"not distinguishable at the {tested['alpha']:.0%} level",
-            ),
+            (f"{name}: verdict", verdict(pair, tested["alpha"])),
         ]
     return rows
+
+
+def gain_rows(split: list[dict[str, Any]] | None, tested: dict[str, Any] | None) -> list[str]:
+    """One line per gain of the split (the same in HTML and Markdown)."""
+    return [gain_text(item, tested) for item in split or []]
+
+
+def gains_html(split: list[dict[str, Any]] | None, tested: dict[str, Any] | None) -> str:
+    """The gain-split section of the HTML report."""
+    rows = gain_rows(split, tested)
+    if not rows:
+        return ""
+    items = "".join(f"<li>{html.escape(row)}</li>" for row in rows)
+    return f"<h2>Where the gain comes from</h2><ul id='gains'>{items}</ul>"
 
 
 def significance_html(tested: dict[str, Any] | None) -> str:
@@ -270,20 +344,20 @@ def significance_html(tested: dict[str, Any] | None) -> str:
 
 
 def render_html(
-    cnn: RunOutputs,
-    transfer: RunOutputs,
+    arms: list[ArmRuns],
     comparison: dict[str, Any],
     figures: dict[str, tuple[str, bytes]],
 ) -> str:
     """The self-contained HTML report."""
     esc = html.escape
-    warning = " warning" if not transfer.pretrained or comparison["winner"] is None else ""
-    head = "".join(f"<th>{esc(r.display_name)}</th>" for r in (cnn, transfer))
+    pretrained = any(arm.pretrained for arm in arms)
+    warning = " warning" if not pretrained or comparison["winner"] is None else ""
+    head = "".join(f"<th>{esc(arm.display_name)}</th>" for arm in arms)
     body = "".join(
         f"<tr><td>{esc(label)}</td>"
         + "".join(f'<td class="{css}">{esc(text)}</td>' for css, text in cells)
         + "</tr>"
-        for label, cells in table_rows(cnn, transfer)
+        for label, cells in table_rows(arms)
     )
     champion = comparison["champion"]
     previous = champion.get("previous") or {}
@@ -311,6 +385,7 @@ def render_html(
 <p class="muted">Dataset version {esc(str(dataset["version"]))}, test split
 {esc(str(dataset["test_split_sha256"])[:12])}, compared at {esc(comparison["created_at"])}.</p>
 <p class="headline{warning}" id="headline">{esc(comparison["headline"])}</p>
+{gains_html(comparison.get("gains"), comparison.get("significance"))}
 {significance_html(comparison.get("significance"))}
 <h2>Key figures</h2>
 <table id="key-figures"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>
@@ -320,14 +395,14 @@ def render_html(
 <span class="muted">{esc(previous_text)}. Champion file: {esc(champion["champion_uri"])}</span>
 </div>
 {f"<h2>Notes</h2><ul id='notes'>{notes}</ul>" if notes else ""}
-{confused_html(cnn, transfer)}
+{confused_html(arms)}
 <h2>Figures</h2>
 {figure_html}
 </body></html>
 """
 
 
-def render_markdown(cnn: RunOutputs, transfer: RunOutputs, comparison: dict[str, Any]) -> str:
+def render_markdown(arms: list[ArmRuns], comparison: dict[str, Any]) -> str:
     """The Markdown summary (KFP Markdown artifact): headline, key figures, gate, notes.
 
     Every piece of text goes through `markdown_text`.
@@ -338,12 +413,16 @@ def render_markdown(cnn: RunOutputs, transfer: RunOutputs, comparison: dict[str,
         "",
         f"**{md(comparison['headline'])}**",
         "",
-        f"| | {md(cnn.display_name)} | {md(transfer.display_name)} |",
-        "|---|---:|---:|",
+        "| | " + " | ".join(md(arm.display_name) for arm in arms) + " |",
+        "|---|" + "---:|" * len(arms),
     ]
-    for label, cells in table_rows(cnn, transfer):
+    for label, cells in table_rows(arms):
         values = [f"**{md(text)}**" if css == "best" else md(text) for css, text in cells]
-        lines.append(f"| {md(label)} | {values[0]} | {values[1]} |")
+        lines.append(f"| {md(label)} | " + " | ".join(values) + " |")
+    split_rows = gain_rows(comparison.get("gains"), comparison.get("significance"))
+    if split_rows:
+        lines += ["", "**Where the gain comes from**", ""]
+        lines += [f"- {md(row)}" for row in split_rows]
     tested_rows = significance_rows(comparison.get("significance"))
     if tested_rows:
         lines += ["", "**Is the difference real?**", ""]

@@ -139,3 +139,31 @@ def compare_pairs(
             )
         )
     return tests
+
+
+def bootstrap_mean_difference(
+    differences: np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+    chunk: int = 100,
+) -> tuple[float, float]:
+    """Percentile interval of the mean of per-image `differences` by the bootstrap over images.
+
+    With several seeds each image's difference is the share of one arm's seeds that got it
+    right minus the other's, so the mean is the seed-averaged accuracy difference; resampling
+    images keeps the pairing of every seed's predictions on the same image.
+    """
+    values = np.asarray(differences, float)
+    n = len(values)
+    if n == 0:
+        raise ValueError("need a non-empty series of differences")
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        means.append(values[rng.integers(0, n, (size, n))].mean(axis=1))
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
+    return float(low), float(high)
