@@ -49,9 +49,9 @@ def train(
     from components.training import artifacts
     from components.training.train import run
 
-    scratch = os.environ.get("TL_SCRATCH_DIR", "")  # SCRATCH_ENV: the cluster's scratch volume
-    if scratch and os.path.isdir(scratch):
-        os.environ["TMPDIR"] = tempfile.tempdir = scratch  # work folder, caches, TF's temp files
+    scratch_dir = os.environ.get("TL_SCRATCH_DIR", "")  # SCRATCH_ENV: the cluster's scratch volume
+    if scratch_dir and os.path.isdir(scratch_dir):
+        os.environ["TMPDIR"] = tempfile.tempdir = scratch_dir  # work folder, caches, TF temp
     with tempfile.TemporaryDirectory(prefix="train-") as work:
         config = artifacts.config(
             work=Path(work),
