@@ -208,6 +208,7 @@ def build_pipeline(
         fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
         margin: float = COMPARE["margin"],
         seed: int = TRAIN["seed"],
+        checkpoint_interval: float = TRAIN["checkpoint_interval"],
         gpu_type: str = gpu_type,
         gpu_count: str = "1",
         spot: bool = False,
@@ -220,6 +221,8 @@ def build_pipeline(
             to 150x150, "HxW" or "N" centre-crops every image to that size.
         weights_url: "default" (Keras' official file), a URL, gs:// URI or path, or "none" to
             train the transfer model from scratch. fine_tune_from: "" = no fine-tuning.
+        checkpoint_interval: seconds between checkpoint uploads of both trainings, 0 = every
+            epoch; not part of the result (nor of the checkpoint key). SIGTERM uploads the newest.
         backbone: the transfer model's backbone, an entry of components/common/backbones.py
             (inception_v3, resnet50_v2); cut_layer "" = that backbone's default cut.
         source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
@@ -256,6 +259,7 @@ def build_pipeline(
             "optimizer": optimizer,
             "augmentation": augmentation,
             "seed": seed,
+            "checkpoint_interval": checkpoint_interval,
         }
         cnn = task(
             "train-cnn",
