@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.input_size = args.input_size or (75 if args.quick else 150)
     repeats = args.repeats or (1 if args.quick else 2)
-    from bench.resume import load_average
+    from bench.resume import load_average, now
     from components.training.models import build_transfer, unfreeze_from
 
     load_before = load_average()
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         unfreeze_from(built.backbone, FINE_TUNE_FROM)
         figures["fine_tune"] = measure(built.full, Path(tmp), "fine_tune", repeats)
     figures["load_after"] = load_average()
+    figures["date"] = now()
     print(json.dumps(figures, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))

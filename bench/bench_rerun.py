@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from bench.bench_training import WORK
-from bench.resume import Training, count, fmnist_subset, generated_weights, load_average
+from bench.resume import Training, count, fmnist_subset, generated_weights, load_average, now
 
 LEARNING_RATES = (1e-3, 3e-4)
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         "second": second,
         "second_vs_first": round(second["wall_s"] / first["wall_s"], 2),
         "load_after": load_average(),
+        "date": now(),
     }
     shutil.rmtree(store, ignore_errors=True)
     if args.json:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.bench_training import WORK
-from bench.resume import Training, fmnist_subset, generated_weights, load_average
+from bench.resume import Training, fmnist_subset, generated_weights, load_average, now
 
 GRACE_S = 15  # GKE spot: the first 15 s of the 30 s notice go to ordinary pods
 INTERVAL_S = 3600  # uploads held back: SIGTERM has the newest epoch-end state to upload
@@ -36,6 +36,10 @@ SIGNAL_EPOCH = 3  # epoch 1 uploaded, epoch 2 written locally only, signalled du
 def _epoch_end(phase: str):
     """Matches the end of an epoch of `phase` (the log numbers epochs across phases)."""
     return lambda e: e.get("event") == "epoch_end" and e.get("phase") == phase
+
+
+def _at(event: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(event["timestamp"])
 
 
 def interrupt(phase: str, dataset: str, weights: Path, work: Path, args) -> dict:
@@ -66,7 +70,13 @@ def interrupt(phase: str, dataset: str, weights: Path, work: Path, args) -> dict
     _, _, events = training.finish()
     after = events[next(i for i, e in enumerate(events) if e is held_back) + 1 :]
     saved = [e for e in after if e.get("event") == "checkpoint_saved"]
-    saved_at = dt.datetime.fromisoformat(saved[-1]["timestamp"]) if saved else None
+    saved_at = _at(saved[-1]) if saved else None
+    # What the time went to: each log event after the signal, seconds after it.
+    timeline = [
+        [e.get("event"), round((_at(e) - signalled_at).total_seconds(), 2)]
+        for e in after
+        if "timestamp" in e
+    ]
     phase_dir = work / "store" / "checkpoints" / phase
     pointer = json.loads((phase_dir / "LATEST.json").read_text())
     uploaded = sum((phase_dir / pointer["folder"] / n).stat().st_size for n in pointer["files"])
@@ -82,7 +92,9 @@ def interrupt(phase: str, dataset: str, weights: Path, work: Path, args) -> dict
         "sigterm_to_saved_s": round((saved_at - signalled_at).total_seconds(), 2)
         if saved_at
         else None,
+        "sigterm_to_last_log_s": timeline[-1][1] if timeline else None,
         "sigterm_to_exit_s": round(seconds, 2),
+        "after_sigterm": timeline,
         "exit_code": code,
         "load": load,
     }
@@ -112,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     phases = [interrupt(p, dataset, weights, root / p, args) for p in ("head", "fine_tune")]
     figures = {
         "load_after": load_average(),
+        "date": now(),
         "input_size": args.input_size,
         "interval_s": INTERVAL_S,
         "grace_s": GRACE_S,

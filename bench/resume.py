@@ -29,6 +29,13 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-m
 SPLITS = {"train": "train", "test": "t10k"}
 
 
+def now() -> str:
+    """The time of a measurement, UTC (a partial `--only` run keeps older sections' figures)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages, rounded."""
     return [round(value, 2) for value in os.getloadavg()]
@@ -127,15 +134,28 @@ def count(events: list[dict], name: str) -> int:
     return sum(event.get("event") == name for event in events)
 
 
+def _when(section: dict) -> str:
+    return f"; measured {section['date']}" if section.get("date") else ""
+
+
 def render(s: dict) -> str:
     """The report's block for the checkpoint, SIGTERM and rerun sections (issue 16)."""
     out = []
+    if {"checkpoint", "sigterm", "rerun"} & set(s):
+        out.append(
+            "\n### Resume and reruns: checkpoint saves, SIGTERM, stored features\n\n"
+            "`python -m bench --only checkpoint,sigterm,rerun`. Each table records the machine's "
+            "load average (1 minute) when it was measured: on a 2-core machine a load above 2 "
+            "means the run was contended and its absolute times are inflated; compare figures "
+            "side by side within one table.\n"
+        )
     if "checkpoint" in s:
         c = s["checkpoint"]
         out.append(
             f"\n**Checkpoint size and save time** (InceptionV3 cut at mixed7, "
             f"{c['input_size']}px, Dense 1024 head, Adam; local disk; best of {c['repeats']}; "
-            f"load average {c['load_before'][0]} before, {c['load_after'][0]} after)\n\n"
+            f"load average {c['load_before'][0]} before, {c['load_after'][0]} after"
+            f"{_when(c)})\n\n"
         )
         rows = []
         for key, label in (("head", "head (on features)"), ("fine_tune", "fine-tune (mixed5 on)")):
@@ -156,20 +176,24 @@ def render(s: dict) -> str:
             f"\n**SIGTERM to exit** (a training process mid-epoch at {t['input_size']}px, "
             f"checkpoint uploads held back by `checkpoint_interval` {t['interval_s']:.0f} s, so "
             "SIGTERM must upload the newest epoch-end state; store on local disk; grace period "
-            f"{t['grace_s']} s)\n\n"
+            f"{t['grace_s']} s{_when(t)})\n\n"
         )
         rows = [
             [p["phase"], p["epoch_of_signal"], p["batch_seconds"], p["uploaded_epoch"],
-             p["uploaded_mib"], p.get("sigterm_to_saved_s"), p["sigterm_to_exit_s"],
-             p["exit_code"], p["load"][0],
+             p["uploaded_mib"], p.get("sigterm_to_saved_s"), p.get("sigterm_to_last_log_s"),
+             p["sigterm_to_exit_s"], p["exit_code"], p["load"][0],
              "yes" if p["sigterm_to_exit_s"] < t["grace_s"] else "**no**"]
             for p in t["phases"]
         ]  # fmt: skip
         header = ["phase", "signalled in epoch", "seconds per batch",
                   "epoch uploaded on SIGTERM", "MiB uploaded", "SIGTERM to uploaded (s)",
-                  "SIGTERM to exit (s)", "exit",
+                  "to the last log line (s)", "to exit (s)", "exit",
                   "load (1 min)", f"within {t['grace_s']} s"]  # fmt: skip
         out.append(table(header, rows))
+        for p in t["phases"]:
+            if p.get("after_sigterm"):
+                steps = ", ".join(f"{name} {at} s" for name, at in p["after_sigterm"])
+                out.append(f"\n{p['phase']}, log events after the signal: {steps}.\n")
     if "rerun" in s:
         r = s["rerun"]
         out.append(
@@ -177,7 +201,7 @@ def render(s: dict) -> str:
             f" {r['images']['train']} train, {r['images']['validation']} validation, "
             f"{r['images']['test']} test images; {r['input_size']}px, {r['epochs']} head epochs, "
             "each run its own process on an empty local cache, features in the store; generated "
-            "random-init InceptionV3 weights: times only)\n\n"
+            f"random-init InceptionV3 weights: times only{_when(r)})\n\n"
         )
         rows = [
             [f"{key} (learning rate {p['learning_rate']})", p["wall_s"], p["feature_s"],
