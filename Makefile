@@ -55,7 +55,7 @@ lint: $(STAMP) ## Lint and format-check with ruff
 test: $(STAMP) ## Run the test suite (installs first when .venv is missing or stale)
 	$(VENV)/bin/pytest -m "not deploy" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~5 min)
+bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~12 min)
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 FUZZ_EXAMPLES ?= 400

@@ -1,8 +1,9 @@
 """`make bench`: every benchmark side by side in one run, on the machine at hand.
 
 Writes `bench/results/<machine>.json` and regenerates `docs/BENCHMARKS.md` from every results
-file. `--quick` runs small versions (about 5 minutes on 2 cores); its figures prove the
-benchmarks run, they are not the experiment's.
+file. `--quick` runs small versions (about 5 minutes on 2 cores, and 7 more for checkpoint,
+sigterm and rerun on a loaded one); its figures prove the benchmarks run, they are not the
+experiment's.
 
 Run: python -m bench [--quick] [--only data,training,accuracy,transfer,memory,checkpoint,...]
 """
