@@ -60,7 +60,7 @@ test-slow: $(STAMP) ## The slow tier: kills and resumes, transfer training, the 
 
 test-all: test test-slow ## Both tiers
 
-bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~5 min)
+bench: $(STAMP) ## Benchmarks on real Fashion-MNIST: bench/results/, docs/BENCHMARKS.md (QUICK=1: ~12 min)
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 FUZZ_EXAMPLES ?= 400

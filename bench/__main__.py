@@ -1,10 +1,11 @@
 """`make bench`: every benchmark side by side in one run, on the machine at hand.
 
 Writes `bench/results/<machine>.json` and regenerates `docs/BENCHMARKS.md` from every results
-file. `--quick` runs small versions (about 5 minutes on 2 cores); its figures prove the
-benchmarks run, they are not the experiment's.
+file. `--quick` runs small versions (about 5 minutes on 2 cores, and 7 more for checkpoint,
+sigterm and rerun on a loaded one); its figures prove the benchmarks run, they are not the
+experiment's.
 
-Run: python -m bench [--quick] [--only data,training,accuracy,transfer,memory]
+Run: python -m bench [--quick] [--only data,training,accuracy,transfer,memory,checkpoint,...]
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import sys
 from pathlib import Path
 
 from bench import bench_accuracy, bench_data, bench_memory, bench_training, bench_transfer
+from bench.bench_checkpoint import main as checkpoint_main
+from bench.bench_rerun import main as rerun_main
+from bench.bench_sigterm import main as sigterm_main
 from bench.machine import machine_info
 from bench.report import write_report
 
@@ -27,6 +31,10 @@ SECTIONS = {
     "accuracy": bench_accuracy.main,
     "transfer": bench_transfer.main,
     "memory": bench_memory.main,
+    # Checkpoints, SIGTERM and reruns (issue 16): run with --only checkpoint,sigterm,rerun
+    "checkpoint": checkpoint_main,
+    "sigterm": sigterm_main,
+    "rerun": rerun_main,
 }
 
 

@@ -133,6 +133,9 @@ def render_result(result: dict) -> str:
         ] + [[name, value] for name, value in BLOG.items()]  # fmt: skip
         out.append("\n**Test accuracy on the full Fashion-MNIST test set**\n\n")
         out.append(table(["model", "test accuracy"], rows))
+    from bench.resume import render as render_resume  # checkpoints, SIGTERM, reruns (#16)
+
+    out.append(render_resume(s))
     return "".join(out)
 
 

@@ -228,6 +228,7 @@ def build_pipeline(
         fine_tune_learning_rate: float = TRAIN["fine_tune_learning_rate"],
         margin: float = COMPARE["margin"],
         seed: int = TRAIN["seed"],
+        checkpoint_interval: float = TRAIN["checkpoint_interval"],
         gpu_type: str = gpu_type,
         gpu_count: str = "1",
         spot: bool = False,
@@ -247,6 +248,8 @@ def build_pipeline(
         scratch: also train each backbone from random initialisation (the scratch arm, always
             run when weights_url is "none"). seeds: repeat every training with seeds seed,
             seed+1, ...; the report gives mean +- sd.
+        checkpoint_interval: seconds between checkpoint uploads of both trainings, 0 = every
+            epoch; not part of the result (nor of the checkpoint key). SIGTERM uploads the newest.
         source, weights_url: shown in the KFP UI and kept in its metadata store, so never put
             credentials in them (user:password@, signed query strings); see docs/SECURITY.md.
         gpu_type: GKE accelerator (node label cloud.google.com/gke-accelerator); its node must be
@@ -289,6 +292,7 @@ def build_pipeline(
             "batch_size": batch_size,
             "optimizer": optimizer,
             "augmentation": augmentation,
+            "checkpoint_interval": checkpoint_interval,
         }
         with dsl.ParallelFor(cnn_runs.output) as cnn_run:
             cnn = task(

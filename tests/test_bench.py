@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.__main__ import SECTIONS
 from tests.conftest import REPO, make_idx_dataset
+
+# Left out: they build InceptionV3 and start training processes, minutes even with --quick; run
+# them with python -m bench --only checkpoint,sigterm,rerun (docs/BENCHMARKS.md, issue 16).
+SLOW_SECTIONS = {"checkpoint", "sigterm", "rerun"}
 
 
 @pytest.mark.slow
@@ -18,7 +23,8 @@ def test_bench_quick_on_tiny_data(tmp_path: Path):
     results, report = tmp_path / "results", tmp_path / "BENCHMARKS.md"
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--source", str(source),
-         "--results-dir", str(results), "--report", str(report), "--budget-s", "1"],
+         "--results-dir", str(results), "--report", str(report), "--budget-s", "1",
+         "--only", ",".join(name for name in SECTIONS if name not in SLOW_SECTIONS)],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]

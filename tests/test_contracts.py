@@ -63,6 +63,7 @@ PIPELINE = {
     "fine_tune_learning_rate": [(TrainConfig, "fine_tune_learning_rate", "inception_v3")],
     "margin": [(CompareConfig, "margin", None)],
     "seed": [(PrepConfig, "seed", None), (TrainConfig, "seed", None)],
+    "checkpoint_interval": [(TrainConfig, "checkpoint_interval", None)],
 }
 PIPELINE_ONLY = {"store", "gpu_type", "gpu_count", "spot", "scratch", "seeds"}
 

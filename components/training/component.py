@@ -30,6 +30,7 @@ def train(
     fine_tune_epochs: int = 0,
     fine_tune_learning_rate: float = 1e-5,
     seed: int = 42,
+    checkpoint_interval: float = 0.0,
 ):
     """Train `model` on the dataset at `dataset_uri` and publish its outputs as artifacts.
 
@@ -71,6 +72,7 @@ def train(
             fine_tune_epochs=fine_tune_epochs,
             fine_tune_learning_rate=fine_tune_learning_rate,
             seed=seed,
+            checkpoint_interval=checkpoint_interval,
         )
         run(config)
         artifacts.publish(
