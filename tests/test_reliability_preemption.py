@@ -250,7 +250,7 @@ def test_pipeline_task_killed_in_kfp_local_retries_and_resumes(tmp_path, monkeyp
     watcher = threading.Thread(target=killer, daemon=True)
     watcher.start()
     outputs = run_local(
-        pipeline_module.build_pipeline(retries=True),
+        pipeline_module.build_pipeline(retries=True, accelerators=False),
         {
             "store": str(store), "source": str(source), "weights_url": "none",
             "cnn_epochs": 5, "transfer_epochs": 1, "batch_size": 16, "cnn_input_size": 16,
@@ -261,10 +261,10 @@ def test_pipeline_task_killed_in_kfp_local_retries_and_resumes(tmp_path, monkeyp
     watcher.join(5)
     assert killed, "the train-cnn task was never killed"
     run_dir = Path(outputs.run_dir)
-    (history_file,) = run_dir.glob("train-cnn/history")
-    history = json.loads(history_file.read_text())
+    (task_dir,) = run_dir.glob("for-loop-*/train-cnn")  # the CNN loop's one seed
+    history = json.loads((task_dir / "history").read_text())
     assert history["epoch"] == [1, 2, 3, 4, 5]
-    trained = json.loads((run_dir / "train-cnn" / "trained_model" / "metrics.json").read_text())
+    trained = json.loads((task_dir / "trained_model" / "metrics.json").read_text())
     assert trained["resumed"] is True and trained["epochs_run"] == 5
     comparison = json.loads(Path(outputs.metrics_json).read_text())
     assert comparison["cnn_test_accuracy"] > 0
