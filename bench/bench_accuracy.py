@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.bench_data import write_png_folders
+from bench.bench_data import png_folder
 from bench.bench_training import BLOG_BATCH, BLOG_SIZE, WORK, blog_model, prepare
 from bench.machine import machine_info, print_table
 
@@ -51,7 +51,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAccuracy:
     """The project's input pipeline, model and default recipe."""
     from components.common.dataset import load_manifest
     from components.training import data
@@ -89,19 +89,15 @@ def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
     return clock
 
 
-def blog(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+def blog(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAccuracy:
     """The blog's procedure, ImageDataGenerator at 150x150 from PNG folders."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    root = WORK / "png"
-    for split in ("train", "test"):
-        if not (root / split).exists():
-            write_png_folders(dataset, split, root / split)
     flow = ImageDataGenerator(rescale=1.0 / 255).flow_from_directory
-    train = flow(str(root / "train"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=BLOG_BATCH,
-                 class_mode="sparse")  # fmt: skip
-    test = flow(str(root / "test"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=200,
-                class_mode="sparse", shuffle=False)  # fmt: skip
+    train = flow(str(png_folder(dataset, "train", quick)), target_size=(BLOG_SIZE, BLOG_SIZE),
+                 batch_size=BLOG_BATCH, class_mode="sparse")  # fmt: skip
+    test = flow(str(png_folder(dataset, "test", quick)), target_size=(BLOG_SIZE, BLOG_SIZE),
+                batch_size=200, class_mode="sparse", shuffle=False)  # fmt: skip
     model = blog_model(train.num_classes)
     model.compile(keras.optimizers.RMSprop(1e-3), "sparse_categorical_crossentropy")
 
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = prepare(args.source, 1000 if args.quick else None)
     rows, results = [], {"machine": machine_info(), "target": args.target, "budget_s": budget}
     for name, contender in (("ours", ours), ("blog", blog)):
-        clock = contender(dataset, args.target, budget)
+        clock = contender(dataset, args.target, budget, args.quick)
         results[name] = {
             "reached_s": None if clock.reached_s is None else round(clock.reached_s, 1),
             "best_test_accuracy": round(clock.best, 4),

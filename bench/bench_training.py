@@ -29,7 +29,9 @@ from pathlib import Path
 
 import keras
 
+from bench.bench_data import png_folder
 from bench.machine import machine_info, print_table
+from bench.workdirs import relative
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = Path(__file__).resolve().parent / "work" / "training"
@@ -70,12 +72,6 @@ def steady_images_per_s(history: dict) -> float:
     values = history["images_per_second"]
     steady = values[1:] or values
     return sum(steady) / len(steady)
-
-
-def write_pngs(dataset: str, split: str, out: Path) -> int:
-    from bench.bench_data import write_png_folders
-
-    return write_png_folders(dataset, split, out)
 
 
 def blog_model(num_classes: int):
@@ -185,8 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     cnn_args = ["--epochs", "2"] if quick else []
     cnn, cnn_history, cnn_rss = run_step("cnn", dataset, "cnn", *cnn_args)
     ours = steady_images_per_s(cnn_history)
-    png = SCRATCH / "png" / "train"
-    write_pngs(dataset, "train", png)
+    png = png_folder(dataset, "train", quick)
     blog = blog_images_per_s(png, len(cnn["class_names"]), 10 if quick else 100)
     # 3: head on features vs through the frozen backbone.
     speed = head_vs_backbone(dataset, 512 if quick else 1024, 128)
@@ -199,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "machine": machine_info(),
         "quick": quick,
-        "dataset": dataset,
+        "dataset": relative(dataset),
         "cnn_images_per_s": round(ours, 1),
         "blog_images_per_s": round(blog, 1),
         "cnn_vs_blog": round(ours / blog, 2),
