@@ -49,9 +49,65 @@ def machine_section(result: dict) -> str:
     )  # fmt: skip
 
 
-def render_result(result: dict) -> str:
+def load_note(result: dict) -> str:
+    """Which sections ran on a busy machine (bench.machine.LoadMonitor), as a sentence."""
+    loads = {name: section.get("load") for name, section in result["sections"].items()}
+    if not any(loads.values()):
+        return "\nMachine load: not recorded for this run.\n"
+    rows = [
+        [name, "**busy**" if load["busy"] else "quiet", load["other_cores"],
+         load["loadavg_before"][0], load["loadavg_during_mean"], load["loadavg_during_max"]]
+        if load else [name, "not recorded", "", "", "", ""]
+        for name, load in loads.items()
+    ]  # fmt: skip
+    busy = [name for name, load in loads.items() if load and load["busy"]]
+    text = (
+        f"\n**Taken on a busy machine** (sections {', '.join(busy)}): other processes used the "
+        "cores too, so the absolute speeds and times are lower than this machine's; ratios "
+        "measured back to back suffer less, accuracies not at all.\n"
+        if busy
+        else "\nTaken on a quiet machine.\n"
+    )
+    return text + "\n" + table(
+        ["section", "machine", "cores used by other processes", "load before",
+         "load during (mean)", "load during (max)"],
+        rows,
+    )  # fmt: skip
+
+
+PLOT = "time-to-accuracy.png"  # drawn next to the report from the newest full run's curves
+
+
+def plot_curves(accuracy: dict, path: Path) -> None:
+    """Test accuracy against training seconds, ours and the blog's, with the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for key, label in (("ours", "ours: tf.data, default recipe"),
+                       ("blog", "blog: ImageDataGenerator 150 px, RMSprop")):  # fmt: skip
+        curve = accuracy[key].get("curve") or []
+        if curve:
+            axes.plot([0] + [x for x, _ in curve], [0.1] + [y for _, y in curve], marker="o",
+                      markersize=3, label=label)  # fmt: skip
+    axes.axhline(accuracy["target"], color="grey", linestyle="--", linewidth=1,
+                 label=f"target {accuracy['target']:.2f}")  # fmt: skip
+    axes.set_xlabel("training seconds (evaluations excluded)")
+    axes.set_ylabel("test accuracy (full test set)")
+    axes.set_ylim(0.5, 1.0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def render_result(result: dict, plot: str | None = None) -> str:
     s = result["sections"]
-    out = [machine_section(result)]
+    out = [machine_section(result), load_note(result)]
     if "data" in s:
         d = s["data"]
         out.append(
@@ -73,7 +129,15 @@ def render_result(result: dict) -> str:
     if "training" in s:
         t = s["training"]
         out.append("\n**Training**\n\n")
+        reference = [
+            [f"seed_cnn training images/s at {size} px: training step vs plain Keras `fit` on "
+             "in-memory arrays, same model, batch and size (same run)", row["ours_images_per_s"],
+             row["keras_fit_images_per_s"], f"{row['ratio']}x",
+             f">= 0.9x: {goal(row['ratio'], 0.9)}"]
+            for size, row in sorted(t.get("reference", {}).items(), key=lambda kv: int(kv[0]))
+        ]  # fmt: skip
         out.append(table(["measure", "ours", "baseline", "ratio / value", "goal"], [
+            *reference,
             [f"seed_cnn training images/s (ours {t['cnn_input_size']}px tf.data; blog "
              "ImageDataGenerator PNG 150px)", t["cnn_images_per_s"], t["blog_images_per_s"],
              f"{t['cnn_vs_blog']}x", f">= 3x: {goal(t['cnn_vs_blog'], 3)}"],
@@ -94,6 +158,8 @@ def render_result(result: dict) -> str:
             for key, name in (("ours", "ours (tf.data, default recipe)"),
                               ("blog", "blog (ImageDataGenerator 150px, RMSprop)"))
         ]))  # fmt: skip
+        if plot:
+            out.append(f"\n![Test accuracy against training seconds, both procedures]({plot})\n")
     if "transfer" in s:
         x = s["transfer"]
         header = ["phase (InceptionV3 to mixed7, 150px)", "images/s fp32"]
@@ -169,9 +235,15 @@ def write_report(results_dir: Path, report: Path) -> None:
         "hold only for the machine named. `make bench QUICK=1` runs small versions whose "
         "figures only prove the benchmarks work.\n",
     ]
+    with_curves = [r for r in results if r["sections"].get("accuracy", {}).get("ours", {}).get(
+        "curve")]  # fmt: skip
+    plotted = max(with_curves, key=lambda r: (not r["quick"], r["date"]), default=None)
+    if plotted is not None:
+        plot_curves(plotted["sections"]["accuracy"], report.parent / PLOT)
     for result in results:
         kind = "quick run (subset; not the experiment)" if result["quick"] else "full run"
-        parts.append(f"\n## {result['machine']['cpu']}, {kind}\n\n{render_result(result)}")
+        body = render_result(result, PLOT if result is plotted else None)
+        parts.append(f"\n## {result['machine']['cpu']}, {kind}\n\n{body}")
     baselines = published_baselines()
     if baselines:
         accuracies = [value for _, value in baselines]

@@ -130,3 +130,74 @@ def test_load_monitor_records_before_and_during():
     assert record["loadavg_during_max"] >= record["loadavg_during_mean"] >= 0
     assert record["own_cores"] is not None and record["own_cores"] >= 0
     assert record["busy"] == judge(record, record["cores"])
+
+
+def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(tmp_path):
+    from bench.report import PLOT, write_report
+
+    busy = {"busy": True, "other_cores": 1.4, "loadavg_before": [3.0, 2.0, 1.0],
+            "loadavg_during_mean": 4.2, "loadavg_during_max": 6.0, "cores": 2}  # fmt: skip
+    quiet = {**busy, "busy": False, "other_cores": 0.02}
+    reference = {
+        "28": {"ours_images_per_s": 900.0, "keras_fit_images_per_s": 1000.0, "ratio": 0.9},
+        "56": {"ours_images_per_s": 300.0, "keras_fit_images_per_s": 400.0, "ratio": 0.75},
+    }
+    result = {
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "memory_gib": 1.0,
+            "gpus": [],
+            "tensorflow": "x",
+            "python": "y",
+        },
+        "quick": False,
+        "command": "make bench",
+        "date": "2026-01-01T00:00:00+00:00",
+        "sections": {
+            "accuracy": {
+                "target": 0.9,
+                "budget_s": 300.0,
+                "load": busy,
+                "ours": {
+                    "reached_s": 50.0,
+                    "best_test_accuracy": 0.91,
+                    "epochs": 3,
+                    "curve": [[20.0, 0.85], [35.0, 0.89], [50.0, 0.91]],
+                },
+                "blog": {
+                    "reached_s": None,
+                    "best_test_accuracy": 0.7,
+                    "epochs": 2,
+                    "curve": [[150.0, 0.6], [300.0, 0.7]],
+                },
+            },
+            "training": {
+                "load": quiet,
+                "reference": reference,
+                "cnn_input_size": 40,
+                "cnn_images_per_s": 500.0,
+                "blog_images_per_s": 50.0,
+                "cnn_vs_blog": 10.0,
+                "cnn_test_accuracy": 0.93,
+                "cnn_epochs_run": 15,
+                "images": 1024,
+                "features_epoch_seconds": 1.0,
+                "backbone_epoch_seconds": 2.0,
+                "features_vs_backbone": 2.0,
+                "cnn_peak_rss_gib": 1.0,
+                "transfer_peak_rss_gib": 2.0,
+                "transfer_test_accuracy_random_init": 0.1,
+            },
+        },
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "test.json").write_text(json.dumps(result))
+    report = tmp_path / "docs" / "BENCHMARKS.md"
+    write_report(results, report)
+    text = report.read_text()
+    assert "Taken on a busy machine** (sections accuracy)" in text
+    assert f"]({PLOT})" in text
+    assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
