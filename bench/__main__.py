@@ -10,7 +10,8 @@ replaces a quiet one's figures in the results file (nor, therefore, in the repor
 `--allow-busy` is given; its figures go to `results/refused/` instead and the run exits with
 status 3.
 
-Run: python -m bench [--quick] [--only data,training,accuracy,transfer,memory] [--allow-busy]
+Run: python -m bench [--quick] [--only data,training,reference,accuracy,transfer,memory]
+                     [--allow-busy]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = {
     "data": bench_data.main,
     "training": bench_training.main,
+    "reference": bench_training.reference_main,
     "accuracy": bench_accuracy.main,
     "transfer": bench_transfer.main,
     "memory": bench_memory.main,

@@ -2,7 +2,8 @@
 
 Side by side in one run, on real Fashion-MNIST:
 0. The same-run reference: seed_cnn training images/s of the project's training step (tf.data,
-   callbacks, its default recipe) at 28 and 56 px and at the recipe's own size, each against
+   callbacks, its default recipe) at the recipe's own size (and, in `reference_main`, make
+   bench's "reference" section, at 28 and 56 px, two epochs each), each against
    plain Keras `model.fit` of the same model (same builder, optimizer, loss, batch size and
    input size) on the train split held in memory as NumPy arrays, measured right after it in
    the same run. Goal: ratio >= 0.9.
@@ -124,12 +125,18 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> float:
     return len(labels) / times.seconds[-1]
 
 
-def same_run_reference(dataset: str, recipe_size: int, recipe_rate: float, arrays) -> dict:
-    """The step's steady images/s against plain Keras' at each size, measured back to back."""
+def same_run_reference(
+    dataset: str, sizes, arrays, recipe_size: int = 0, recipe_rate: float = 0.0
+) -> dict:
+    """The step's steady images/s against plain Keras' at each size, measured back to back.
+
+    At `recipe_size` the step's figure is `recipe_rate` (its default recipe's run); at the
+    other sizes the step runs two epochs.
+    """
     rows = {}
-    for size in sorted({*REFERENCE_SIZES, recipe_size}):
+    for size in sorted(set(sizes)):
         if size == recipe_size:
-            ours = recipe_rate  # the default recipe's run above
+            ours = recipe_rate
         else:
             _, history, _ = run_step(
                 "cnn", dataset, f"cnn-{size}px", "--epochs", "2", "--input-size", str(size)
@@ -236,6 +243,30 @@ def head_vs_backbone(dataset: str, images: int, batch: int) -> dict:
     return results
 
 
+def reference_main(argv: list[str] | None = None) -> dict:
+    """`make bench`'s reference section: the step against plain Keras fit at 28 and 56 px."""
+    parser = argparse.ArgumentParser(description="same-run plain-Keras reference")
+    parser.add_argument("--quick", action="store_true", help="1,000-image subset")
+    parser.add_argument("--source", default="auto")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    from components.common.logging import configure
+
+    configure("WARNING")
+    dataset = prepare(args.source, 1000 if args.quick else None)
+    reference = same_run_reference(dataset, REFERENCE_SIZES, train_arrays(dataset))
+    results = {"machine": machine_info(), "quick": args.quick, "reference": reference}
+    print_table(
+        "seed_cnn training images/s: training step vs plain Keras fit (same run)",
+        ["input px", "training step", "plain Keras fit", "ratio", "goal"],
+        [[size, row["ours_images_per_s"], row["keras_fit_images_per_s"], row["ratio"], ">= 0.9"]
+         for size, row in reference.items()],
+    )  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000-image subset, short runs")
@@ -252,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     cnn, cnn_history, cnn_rss = run_step("cnn", dataset, "cnn", *cnn_args)
     ours = steady_images_per_s(cnn_history)
     # 0: the same-run reference, right after the recipe's run.
-    reference = same_run_reference(dataset, cnn["input_size"], ours, train_arrays(dataset))
+    size = cnn["input_size"]
+    reference = same_run_reference(dataset, [size], train_arrays(dataset), size, ours)
     png = png_folder(dataset, "train", quick)
     blog = blog_images_per_s(png, len(cnn["class_names"]), 10 if quick else 100)
     # 3: head on features vs through the frozen backbone.
