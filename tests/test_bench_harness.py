@@ -194,10 +194,18 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     results = tmp_path / "results"
     results.mkdir()
     (results / "test.json").write_text(json.dumps(result))
+    (results / "recipe").mkdir()
+    trial = {"name": "40px", "size": 40, "lr": 0.002, "epochs": 3, "eps": 0.0, "aug": 0.0,
+             "val": [0.85, 0.89, 0.91], "test": [0.84, 0.9, 0.905], "seconds": [20.0, 20.0, 20.0],
+             "load": busy}  # fmt: skip
+    recipe = {"machine": result["machine"], "version": "abc", "trials": [trial]}
+    (results / "recipe" / "test.json").write_text(json.dumps(recipe))
     report = tmp_path / "docs" / "BENCHMARKS.md"
     write_report(results, report)
     text = report.read_text()
     assert "Taken on a busy machine** (sections accuracy)" in text
     assert f"]({PLOT})" in text
     assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    row = "| 40px | 40 | 0.002 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | **busy** |"
+    assert row in text
     assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
