@@ -69,7 +69,8 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
     images, labels = arrays["train"]
     steps = -(-len(labels) // BATCH) * epochs
     loss = smoothed_loss(eps, manifest.num_classes) if eps else "sparse_categorical_crossentropy"
-    model.compile(keras.optimizers.Adam(learning_rate("cosine", lr, steps)), loss, ["accuracy"])
+    optimizer = keras.optimizers.Adam(learning_rate("cosine", lr, steps))
+    model.compile(optimizer, loss, metrics=["accuracy"])
     record = {"name": name, "size": size, "lr": lr, "epochs": epochs, "eps": eps, "aug": aug,
               "val": [], "test": [], "seconds": []}  # fmt: skip
 

@@ -116,9 +116,8 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> float:
     )  # fmt: skip
     steps = -(-len(labels) // config.batch_size)
     rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, steps * epochs)
-    model.compile(
-        make_optimizer(config.optimizer, rate), "sparse_categorical_crossentropy", ["accuracy"]
-    )
+    optimizer = make_optimizer(config.optimizer, rate)
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     times = EpochTimes()
     model.fit(images, labels, batch_size=config.batch_size, epochs=epochs, callbacks=[times],
               verbose=0)  # fmt: skip

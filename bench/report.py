@@ -238,6 +238,8 @@ def render_recipe(result: dict) -> str:
              "s/epoch", "machine"],
             rows,
         )
+        + "".join(f"\n- {t['name']}: {t['note']}\n" for t in result["trials"] if t.get("note"))
+        + (f"\n{result['summary']}\n" if result.get("summary") else "")
     )  # fmt: skip
 
 
