@@ -78,7 +78,7 @@ def load_note(result: dict) -> str:
 PLOT = "time-to-accuracy.png"  # drawn next to the report from the newest full run's curves
 
 
-def plot_curves(accuracy: dict, path: Path) -> None:
+def plot_curves(accuracy: dict, path: Path, title: str = "") -> None:
     """Test accuracy against training seconds, ours and the blog's, with the target line."""
     import matplotlib
 
@@ -97,6 +97,8 @@ def plot_curves(accuracy: dict, path: Path) -> None:
     axes.set_xlabel("training seconds (evaluations excluded)")
     axes.set_ylabel("test accuracy (full test set)")
     axes.set_ylim(0.5, 1.0)
+    if title:
+        axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
@@ -280,7 +282,12 @@ def write_report(results_dir: Path, report: Path) -> None:
         "curve")]  # fmt: skip
     plotted = max(with_curves, key=lambda r: (not r["quick"], r["date"]), default=None)
     if plotted is not None:
-        plot_curves(plotted["sections"]["accuracy"], report.parent / PLOT)
+        kind = "quick run: 1,000-image subset" if plotted["quick"] else "full run"
+        busy = (plotted["sections"]["accuracy"].get("load") or {}).get("busy")
+        title = f"{plotted['machine']['cpu']}, {kind}, {plotted['date'][:10]}" + (
+            ", busy machine" if busy else ""
+        )
+        plot_curves(plotted["sections"]["accuracy"], report.parent / PLOT, title)
     for result in results:
         kind = "quick run (subset; not the experiment)" if result["quick"] else "full run"
         body = render_result(result, PLOT if result is plotted else None)
