@@ -95,7 +95,7 @@ def plot_curves(accuracy: dict, path: Path, title: str = "") -> None:
     axes.axhline(accuracy["target"], color="grey", linestyle="--", linewidth=1,
                  label=f"target {accuracy['target']:.2f}")  # fmt: skip
     axes.set_xlabel("training seconds (evaluations excluded)")
-    axes.set_ylabel("test accuracy (full test set)")
+    axes.set_ylabel("test accuracy (the run's whole test split)")
     axes.set_ylim(0.5, 1.0)
     if title:
         axes.set_title(title, fontsize=9)
