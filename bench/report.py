@@ -110,6 +110,8 @@ def plot_curves(accuracy: dict, path: Path, title: str = "") -> None:
 def render_result(result: dict, plot: str | None = None) -> str:
     s = result["sections"]
     out = [machine_section(result), load_note(result)]
+    if result.get("note"):
+        out.append(f"\n{result['note']}\n")
     if "data" in s:
         d = s["data"]
         out.append(
