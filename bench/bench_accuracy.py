@@ -3,8 +3,10 @@
 Both train the same seed CNN and are evaluated on the same held-out test split after every
 epoch; the clock stops at the first epoch whose test accuracy reaches the target, or when the
 time budget runs out (then the best accuracy so far is reported). Ours: the project's tf.data
-input and default recipe at its default input size. The blog's: `ImageDataGenerator` from PNG
-folders at 150x150, RMSprop, one generator for train and test.
+input and default recipe (input size, optimizer, learning-rate schedule over its default epochs,
+per-epoch seeds). The blog's: `ImageDataGenerator` from PNG folders at 150x150, RMSprop, one
+generator for train and test. Both training curves (test accuracy against training seconds)
+are kept in the results; the report draws them.
 
 Run: python -m bench.bench_accuracy [--quick] [--target 0.90] [--budget-s 300]
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.bench_data import write_png_folders
+from bench.bench_data import png_folder
 from bench.bench_training import BLOG_BATCH, BLOG_SIZE, WORK, blog_model, prepare
 from bench.machine import machine_info, print_table
 
@@ -35,6 +37,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
         self.best = 0.0
         self.epochs = 0
         self.training_s = 0.0  # wall time minus the evaluations
+        self.curve: list[list[float]] = []  # [training seconds, test accuracy] per epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -43,6 +46,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
         self.training_s += time.perf_counter() - self._epoch_start
         self.epochs = epoch + 1
         accuracy = float(self.evaluate(self.model))
+        self.curve.append([round(self.training_s, 2), round(accuracy, 4)])
         self.best = max(self.best, accuracy)
         if accuracy >= self.target and self.reached_s is None:
             self.reached_s = self.training_s
@@ -51,23 +55,31 @@ class TimeToAccuracy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAccuracy:
     """The project's input pipeline, model and default recipe."""
     from components.common.dataset import load_manifest
     from components.training import data
+    from components.training.callbacks import EpochSeeds
     from components.training.config import TrainConfig
-    from components.training.models import MODELS, build_seed_cnn
+    from components.training.models import build_seed_cnn, learning_rate
+    from components.training.resources import make_optimizer
 
     config = TrainConfig(dataset_uri=dataset, model="seed_cnn")
     manifest = load_manifest(dataset)
+    keras.utils.set_random_seed(config.seed)
     model = build_seed_cnn(
         manifest.image_shape,
         manifest.num_classes,
-        config.input_size or MODELS["seed_cnn"].default_input_size,
+        config.resolved_input_size,
         config.augmentation,
         config.seed,
+        config.dense_units,
+        config.dropout_rate,
     )
-    model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
+    steps = data.steps(manifest.splits["train"].count, config.batch_size)
+    epochs = config.resolved_epochs
+    rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, epochs * steps)
+    model.compile(make_optimizer(config.optimizer, rate), "sparse_categorical_crossentropy")
     splits = data.load_splits(dataset, manifest, WORK / "cache")
     train = data.per_epoch(
         splits["train"].cache(),
@@ -75,7 +87,7 @@ def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
         seed=config.seed,
         shuffle_buffer=config.shuffle_buffer,
         first=0,
-        end=1000,
+        end=epochs,
     )
     test = data.batched(splits["test"], 512)
     labels = np.concatenate([y.numpy() for _, y in test])
@@ -84,24 +96,21 @@ def ours(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
         return float(np.mean(np.argmax(trained.predict(test, verbose=0), axis=1) == labels))
 
     clock = TimeToAccuracy(evaluate, target, budget_s)
-    steps = data.steps(manifest.splits["train"].count, config.batch_size)
-    model.fit(train, epochs=1000, steps_per_epoch=steps, callbacks=[clock], verbose=0)
+    # The recipe's schedule spans its default epochs; the clock stops at the target.
+    callbacks = [EpochSeeds(config.seed), clock]
+    model.fit(train, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
     return clock
 
 
-def blog(dataset: str, target: float, budget_s: float) -> TimeToAccuracy:
+def blog(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAccuracy:
     """The blog's procedure, ImageDataGenerator at 150x150 from PNG folders."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    root = WORK / "png"
-    for split in ("train", "test"):
-        if not (root / split).exists():
-            write_png_folders(dataset, split, root / split)
     flow = ImageDataGenerator(rescale=1.0 / 255).flow_from_directory
-    train = flow(str(root / "train"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=BLOG_BATCH,
-                 class_mode="sparse")  # fmt: skip
-    test = flow(str(root / "test"), target_size=(BLOG_SIZE, BLOG_SIZE), batch_size=200,
-                class_mode="sparse", shuffle=False)  # fmt: skip
+    train = flow(str(png_folder(dataset, "train", quick)), target_size=(BLOG_SIZE, BLOG_SIZE),
+                 batch_size=BLOG_BATCH, class_mode="sparse")  # fmt: skip
+    test = flow(str(png_folder(dataset, "test", quick)), target_size=(BLOG_SIZE, BLOG_SIZE),
+                batch_size=200, class_mode="sparse", shuffle=False)  # fmt: skip
     model = blog_model(train.num_classes)
     model.compile(keras.optimizers.RMSprop(1e-3), "sparse_categorical_crossentropy")
 
@@ -130,11 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = prepare(args.source, 1000 if args.quick else None)
     rows, results = [], {"machine": machine_info(), "target": args.target, "budget_s": budget}
     for name, contender in (("ours", ours), ("blog", blog)):
-        clock = contender(dataset, args.target, budget)
+        clock = contender(dataset, args.target, budget, args.quick)
         results[name] = {
             "reached_s": None if clock.reached_s is None else round(clock.reached_s, 1),
             "best_test_accuracy": round(clock.best, 4),
             "epochs": clock.epochs,
+            "curve": clock.curve,
         }
         reached = "not reached" if clock.reached_s is None else f"{clock.reached_s:.1f}"
         rows.append([name, reached, round(clock.best, 4), clock.epochs])

@@ -90,6 +90,25 @@ def write_png_folders(uri: str, split: str, out: Path) -> int:
     return count
 
 
+def png_folder(uri: str, split: str, quick: bool) -> Path:
+    """The split as PNG folders (the blog's layout), in a work folder keyed by what it holds."""
+    from bench.workdirs import complete_folder, keyed_folder
+    from components.common.dataset import load_manifest
+
+    folder = keyed_folder("png", load_manifest(uri), quick=quick) / split
+    complete_folder(folder, lambda tmp: {"images": write_png_folders(uri, split, tmp)})
+    return folder
+
+
+def png_count(folder: Path) -> int:
+    """Images in a PNG folder written by `png_folder`."""
+    import json
+
+    from bench.workdirs import COMPLETE
+
+    return int(json.loads((folder / COMPLETE).read_text())["images"])
+
+
 def time_generator(folder: Path, batch_size: int, batches: int) -> float:
     """The blog's reader: ImageDataGenerator(rescale=1/255).flow_from_directory at 150x150."""
     # Keras 3 keeps ImageDataGenerator only in its legacy module (deprecated, slated for removal).
@@ -116,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     limit = 2000 if args.quick else None
     uri, prep_seconds, prep_images = prep(args.source, WORK / "store", limit)
     batch = 128
-    png_count = write_png_folders(uri, "test", WORK / "png" / "test")
+    png_test = png_folder(uri, "test", args.quick)
+    pngs = png_count(png_test)
     batches = 20 if args.quick else 100
     # Best of REPEATS for every reader, interleaved, so that a busy moment of the machine
     # does not land on one side of a ratio only.
@@ -127,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs["native"].append(rate)
         runs["cached"].append(time_tfdata(uri, "test", batch, None, cache=True)[0])
         runs["resized"].append(time_tfdata(uri, "test", batch, 150)[0])
-        runs["generator"].append(time_generator(WORK / "png" / "test", batch, batches))
+        runs["generator"].append(time_generator(png_test, batch, batches))
     tfdata_native, tfdata_cached, tfdata_resized, generator = (
         max(runs[key]) for key in ("native", "cached", "resized", "generator")
     )
@@ -137,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         "prep_seconds": round(prep_seconds, 3),
         "prep_images_per_s": round(prep_images / prep_seconds, 1),
         "read_images": count,
-        "png_images": png_count,
+        "png_images": pngs,
         "tfdata_native_images_per_s": round(tfdata_native, 1),
         "tfdata_cached_images_per_s": round(tfdata_cached, 1),
         "tfdata_resized_150_images_per_s": round(tfdata_resized, 1),

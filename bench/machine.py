@@ -60,3 +60,127 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> str:
     text = "\n".join(lines) + "\n"
     print(text)
     return text
+
+
+# --- Contention: how busy the machine was while a section ran -----------------------------
+
+# A section counts as busy when, on average over its run, processes other than the benchmark
+# used more than BUSY_OTHER_CORES cores (from /proc/stat's busy time minus the benchmark's own
+# CPU time, its waited-for children included), or, where /proc/stat is missing, when the mean
+# 1-minute load average exceeded the core count by more than BUSY_LOAD_MARGIN (the benchmark
+# alone keeps about one runnable thread per core; one more whole runnable process is contention).
+BUSY_OTHER_CORES = 0.25
+BUSY_LOAD_MARGIN = 1.0
+SAMPLE_S = 5.0  # load average sampling period during a section
+
+
+def _proc_stat_busy_s() -> float | None:
+    """Seconds of CPU time all processes spent busy since boot (None without /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...
+    values = [int(v) for v in fields[1:]]
+    busy = sum(values[:8]) - values[3] - values[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that were waited for."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def judge(load: dict, cores: int) -> bool:
+    """Whether the figures of a load record (see `LoadMonitor.record`) count as busy."""
+    other = load.get("other_cores")
+    if other is not None:
+        return other > BUSY_OTHER_CORES
+    during = load.get("loadavg_during_mean")
+    return during is not None and during > cores + BUSY_LOAD_MARGIN
+
+
+class LoadMonitor:
+    """Record the machine's load before and during a section (a context manager).
+
+    Before: the 1/5/15-minute load averages. During: load averages sampled every SAMPLE_S
+    seconds (mean and max), and the cores used on average by processes other than this one
+    and its children.
+    """
+
+    def __init__(self, sample_s: float = SAMPLE_S):
+        import threading
+
+        self.sample_s = sample_s
+        self.cores = os.cpu_count() or 1
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.record: dict = {}
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.sample_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadMonitor:
+        import time
+
+        self._before = os.getloadavg()
+        self._wall = time.perf_counter()
+        self._busy = _proc_stat_busy_s()
+        self._own = _own_cpu_s()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        self._stop.set()
+        self._thread.join()
+        wall = time.perf_counter() - self._wall
+        self.samples.append(os.getloadavg()[0])
+        busy = _proc_stat_busy_s()
+        own = _own_cpu_s() - self._own
+        other = None
+        if busy is not None and self._busy is not None and wall > 0:
+            other = max(0.0, (busy - self._busy - own) / wall)
+        self.record = {
+            "cores": self.cores,
+            "loadavg_before": [round(v, 2) for v in self._before],
+            "loadavg_during_mean": round(sum(self.samples) / len(self.samples), 2),
+            "loadavg_during_max": round(max(self.samples), 2),
+            "own_cores": round(own / wall, 2) if wall > 0 else None,
+            "other_cores": None if other is None else round(other, 2),
+            "seconds": round(wall, 1),
+        }
+        self.record["busy"] = judge(self.record, self.cores)
+
+
+def run_is_busy(result: dict) -> bool | None:
+    """Whether any section of a results file was taken on a busy machine; None: not recorded."""
+    loads = [s.get("load") for s in result.get("sections", {}).values()]
+    if not loads or any(load is None for load in loads):
+        return None
+    return any(load["busy"] for load in loads)
+
+
+def refused_sections(old: dict | None, new: dict, allow_busy: bool) -> list[str]:
+    """Sections of `new` that must not replace `old`'s: busy figures over quiet ones.
+
+    A section of `old` counts as quiet only when its load was recorded and not busy; figures
+    with no load record (older runs) may be replaced. `allow_busy` lifts the refusal.
+    """
+    if allow_busy or not old:
+        return []
+    refused = []
+    for name, section in new.get("sections", {}).items():
+        previous = old.get("sections", {}).get(name)
+        old_load = (previous or {}).get("load")
+        new_load = section.get("load") or {}
+        if old_load is not None and not old_load.get("busy") and new_load.get("busy", True):
+            refused.append(name)
+    return refused

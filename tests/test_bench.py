@@ -31,7 +31,9 @@ def test_bench_quick_on_tiny_data(tmp_path: Path):
     (path,) = results.glob("*-quick.json")
     data = json.loads(path.read_text())
     sections = data["sections"]
-    assert set(sections) == {"data", "training", "accuracy", "transfer", "memory"}
+    assert set(sections) == {"data", "training", "reference", "accuracy", "transfer", "memory"}
+    assert '"/' not in path.read_text()  # no machine path in the results
+    assert all("busy" in section["load"] for section in sections.values())
     assert sections["data"]["read_images"] == 40
     assert sections["data"]["tfdata_native_images_per_s"] > 0
     assert sections["training"]["cnn_images_per_s"] > 0

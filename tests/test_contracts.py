@@ -23,6 +23,7 @@ from components.training import artifacts as training_artifacts
 from components.training import component as training_component
 from components.training.__main__ import parse_args as training_args
 from components.training.config import TrainConfig
+from components.training.models import MODELS
 from components.weights import component as weights_component
 from components.weights.config import WeightsConfig
 from pipelines.pipeline import build_pipeline
@@ -177,8 +178,15 @@ def test_training_cli_picks_the_model_by_step():
 
 
 def test_checkpoint_key_follows_the_resolved_parameters(tmp_path):
+    cnn = MODELS["seed_cnn"]
     explicit = training_artifacts.config(
-        work=tmp_path, store="s", dataset_uri="d", input_size=56, epochs=20
+        work=tmp_path,
+        store="s",
+        dataset_uri="d",
+        input_size=cnn.default_input_size,
+        epochs=cnn.default_epochs,
+        learning_rate=cnn.default_learning_rate,
+        lr_schedule=cnn.default_schedule,
     )
     implied = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d")
     other = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d", seed=1)

@@ -28,6 +28,7 @@ CHECKPOINT_KEYS = (
     "batch_size",
     "optimizer",
     "learning_rate",
+    "lr_schedule",
     "augmentation",
     "cut_layer",
     "fine_tune_from",

@@ -23,7 +23,7 @@ def train(
     epochs: int = 0,
     batch_size: int = 128,
     optimizer: str = "adam",
-    learning_rate: float = 0.001,
+    learning_rate: float = 0.0,
     augmentation: float = 0.0,
     cut_layer: str = "",
     fine_tune_from: str = "",

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from components.common.config import ConfigError, option
-from components.training.models import MODELS, ModelSpec
+from components.training.models import LR_SCHEDULES, MODELS, ModelSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 FEATURE_DTYPES = ("float16", "float32")
@@ -33,7 +33,13 @@ class TrainConfig:
     optimizer: str = option(
         "adam", "adam, adamw, sgd (Nesterov 0.9) or rmsprop", choices=OPTIMIZERS
     )
-    learning_rate: float = option(1e-3, "first-phase learning rate")
+    learning_rate: float = option(0.0, "first-phase learning rate; 0: the model's default")
+    lr_schedule: str = option(
+        "",
+        "first-phase learning-rate schedule: plateau (drop 3x when val_loss stalls) or cosine "
+        "(linear warmup over the first tenth, then cosine decay); empty: the model's default",
+        choices=("", *LR_SCHEDULES),
+    )
     augmentation: float = option(0.0, "strength of random translate/zoom/rotate/flip; 0: off")
     cut_layer: str = option("", "backbone layer whose output feeds the head; empty: its default")
     fine_tune_from: str = option("", "backbone layer from which to unfreeze; empty: no phase two")
@@ -69,6 +75,10 @@ class TrainConfig:
             raise ConfigError(f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.lr_schedule not in ("", *LR_SCHEDULES):
+            raise ConfigError(
+                f"unknown lr_schedule {self.lr_schedule!r}; choose from {LR_SCHEDULES}"
+            )
         if self.feature_dtype not in FEATURE_DTYPES:
             raise ConfigError(f"feature_dtype must be one of {FEATURE_DTYPES}")
         self._check_sizes()
@@ -83,13 +93,14 @@ class TrainConfig:
                 f"input_size {self.input_size} is below {self.model}'s minimum of "
                 f"{self.spec.min_input_size} pixels"
             )
-        positive = ("batch_size", "learning_rate", "fine_tune_learning_rate", "shuffle_buffer")
+        positive = ("batch_size", "fine_tune_learning_rate", "shuffle_buffer")
         for name in (*positive, "dense_units"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     def _check_ranges(self) -> None:
         at_least_zero = ("epochs", "augmentation", "fine_tune_epochs", "patience", "num_classes")
+        at_least_zero += ("learning_rate",)
         at_least_zero += ("checkpoint_interval", "cache_ram_mb")
         for name in (*at_least_zero, "lr_decay_patience"):
             if getattr(self, name) < 0:
@@ -129,6 +140,16 @@ class TrainConfig:
         return self.epochs or self.spec.default_epochs
 
     @property
+    def resolved_learning_rate(self) -> float:
+        """The first phase's (peak) learning rate."""
+        return self.learning_rate or self.spec.default_learning_rate
+
+    @property
+    def resolved_schedule(self) -> str:
+        """The first phase's learning-rate schedule."""
+        return self.lr_schedule or self.spec.default_schedule
+
+    @property
     def resolved_cut_layer(self) -> str:
         """The backbone layer the head is attached to ("" for a model without a backbone)."""
         if self.spec.backbone is None:
@@ -145,6 +166,8 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         values["input_size"] = self.resolved_input_size
         values["epochs"] = self.resolved_epochs
+        values["learning_rate"] = self.resolved_learning_rate
+        values["lr_schedule"] = self.resolved_schedule
         values["cut_layer"] = self.resolved_cut_layer
         return values
 

@@ -23,7 +23,12 @@ from components.training.callbacks import (
     empty_history,
 )
 from components.training.config import TrainConfig, TrainResult
-from components.training.models import build_seed_cnn, build_transfer, unfreeze_from
+from components.training.models import (
+    build_seed_cnn,
+    build_transfer,
+    learning_rate,
+    unfreeze_from,
+)
 from components.training.resources import make_optimizer, resolve_weights, scratch
 
 log = get_logger("training")
@@ -83,6 +88,11 @@ class PhaseData:
     validation: Any = None
 
 
+def phase_schedule(ctx: Context, phase: str) -> str:
+    """The phase's learning-rate schedule: the config's for the first phase, else plateau."""
+    return ctx.config.resolved_schedule if phase == "head" else "plateau"
+
+
 def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFlags):
     """The callbacks of one phase; the resumable ones by name (their state is checkpointed)."""
     config = ctx.config
@@ -93,7 +103,7 @@ def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFl
     if config.target_accuracy:
         callbacks.append(StopAtAccuracy(config.target_accuracy))
     resumables: dict[str, checkpoint.Resumable] = {}
-    if config.lr_decay_patience:
+    if config.lr_decay_patience and phase_schedule(ctx, phase) == "plateau":
         resumables["reduce_lr"] = checkpoint.ResumableReduceLROnPlateau(
             monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
         )
@@ -108,7 +118,9 @@ def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, 
     """Compile and fit one phase with every callback; resume it exactly from its checkpoint."""
     config = ctx.config
     model.compile(
-        optimizer=make_optimizer(config.optimizer, lr),
+        optimizer=make_optimizer(
+            config.optimizer, learning_rate(phase_schedule(ctx, phase), lr, epochs * batches.steps)
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=ctx.runtime.jit_compile,
@@ -281,7 +293,7 @@ def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
 def train(ctx: Context, built, splits: dict) -> Any:
     """Run the head phase (on cached features when possible), then optional fine-tuning."""
     config = ctx.config
-    epochs, lr = config.resolved_epochs, config.learning_rate
+    epochs, lr = config.resolved_epochs, config.resolved_learning_rate
     if not config.spec.is_transfer:
         fit_phase(ctx, built, "head", image_batches(ctx, splits), epochs, lr)
         return built

@@ -1,0 +1,211 @@
+"""The benchmark harness: work folders keyed by their data, path-free results, busy-run refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.machine import BUSY_LOAD_MARGIN, BUSY_OTHER_CORES, judge, refused_sections
+from bench.workdirs import REPO, complete_folder, keyed_folder, path_free
+from components.common.dataset import load_manifest
+from components.data_prep.prep import PrepConfig
+from components.data_prep.prep import run as prep
+from tests.conftest import make_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("bench-data")
+    source = make_idx_dataset(root / "idx", n_train=60, n_test=40, size=8)
+    other = make_idx_dataset(root / "idx-other", n_train=60, n_test=40, size=8, seed=1)
+    store = str(root / "store")
+    return {
+        "all": load_manifest(prep(PrepConfig(store=store, source=str(source))).uri),
+        "subset": load_manifest(prep(PrepConfig(store=store, source=str(source), limit=20)).uri),
+        "other": load_manifest(prep(PrepConfig(store=store, source=str(other))).uri),
+    }
+
+
+def test_different_data_or_run_kind_gets_a_different_work_folder(manifests, tmp_path):
+    folders = {
+        keyed_folder("png", manifests["all"], quick=False, root=tmp_path),
+        keyed_folder("png", manifests["all"], quick=True, root=tmp_path),
+        keyed_folder("png", manifests["subset"], quick=True, root=tmp_path),
+        keyed_folder("png", manifests["other"], quick=True, root=tmp_path),
+        keyed_folder("png", manifests["all"], quick=False, image_size=150, root=tmp_path),
+    }
+    assert len(folders) == 5
+    # The same data and kind: the same folder (reused across runs).
+    again = keyed_folder("png", manifests["all"], quick=False, root=tmp_path)
+    assert again in folders
+    assert manifests["subset"].version in str(
+        keyed_folder("png", manifests["subset"], quick=True, root=tmp_path)
+    )
+
+
+def test_a_folder_is_reused_only_once_complete(tmp_path):
+    folder = tmp_path / "png" / "key" / "train"
+
+    def fails(tmp: Path) -> dict:
+        (tmp / "half.png").write_bytes(b"x")
+        raise RuntimeError("stopped half-way")
+
+    with pytest.raises(RuntimeError):
+        complete_folder(folder, fails)
+    assert not folder.exists()
+    assert list(folder.parent.iterdir()) == []  # no half-written temporary folder left
+
+    calls = []
+
+    def writes(tmp: Path) -> dict:
+        calls.append(tmp)
+        (tmp / "a.png").write_bytes(b"x")
+        return {"images": 1}
+
+    assert complete_folder(folder, writes) == {"images": 1}
+    assert complete_folder(folder, writes) == {"images": 1}
+    assert len(calls) == 1 and (folder / "a.png").is_file()
+
+
+def test_results_hold_no_absolute_path(tmp_path):
+    inside = REPO / "bench" / "work" / "training" / "store" / "datasets" / "x" / "abc"
+    result = {
+        "dataset": str(inside),
+        "nested": [{"folder": str(tmp_path / "elsewhere" / "abc123")}],
+        "rate": 12.5,
+        "name": "seed_cnn",
+    }
+    text = json.dumps(path_free(result))
+    assert str(REPO) not in text and str(tmp_path) not in text
+    assert '"/' not in text
+    cleaned = path_free(result)
+    assert cleaned["dataset"] == "bench/work/training/store/datasets/x/abc"
+    assert cleaned["nested"][0]["folder"] == "abc123"
+    assert cleaned["rate"] == 12.5 and cleaned["name"] == "seed_cnn"
+
+
+def load(busy: bool | None) -> dict | None:
+    if busy is None:
+        return None
+    return {"busy": busy, "other_cores": 1.2 if busy else 0.0}
+
+
+def section(busy: bool | None) -> dict:
+    return {"images_per_s": 100.0, **({} if busy is None else {"load": load(busy)})}
+
+
+def test_busy_figures_never_replace_quiet_ones_unless_allowed():
+    old = {"sections": {"training": section(False), "data": section(True), "memory": section(None)}}
+    new = {"sections": {"training": section(True), "data": section(True), "memory": section(True)}}
+    # Quiet training figures are kept; busy over busy, or over unrecorded load, is fine.
+    assert refused_sections(old, new, allow_busy=False) == ["training"]
+    assert refused_sections(old, new, allow_busy=True) == []
+    quiet = {"sections": {"training": section(False)}}
+    assert refused_sections(old, quiet, allow_busy=False) == []
+    assert refused_sections(None, new, allow_busy=False) == []
+    # A new section without a load record cannot prove it is quiet.
+    assert refused_sections(old, {"sections": {"training": section(None)}}, False) == ["training"]
+
+
+def test_busy_rule_from_synthetic_load_figures():
+    cores = 2
+    assert not judge({"other_cores": 0.0, "loadavg_during_mean": 9.0}, cores)
+    assert judge({"other_cores": BUSY_OTHER_CORES + 0.01}, cores)
+    assert not judge({"other_cores": BUSY_OTHER_CORES - 0.01}, cores)
+    # Without /proc/stat figures the load average decides.
+    assert judge({"other_cores": None, "loadavg_during_mean": cores + BUSY_LOAD_MARGIN + 0.1}, 2)
+    assert not judge({"other_cores": None, "loadavg_during_mean": cores + 0.5}, cores)
+    assert not judge({}, cores)
+
+
+def test_load_monitor_records_before_and_during():
+    from bench.machine import LoadMonitor
+
+    with LoadMonitor(sample_s=0.01) as monitor:
+        sum(i * i for i in range(300_000))
+    record = monitor.record
+    assert len(record["loadavg_before"]) == 3
+    assert record["loadavg_during_max"] >= record["loadavg_during_mean"] >= 0
+    assert record["own_cores"] is not None and record["own_cores"] >= 0
+    assert record["busy"] == judge(record, record["cores"])
+
+
+def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(tmp_path):
+    from bench.report import PLOT, write_report
+
+    busy = {"busy": True, "other_cores": 1.4, "loadavg_before": [3.0, 2.0, 1.0],
+            "loadavg_during_mean": 4.2, "loadavg_during_max": 6.0, "cores": 2}  # fmt: skip
+    quiet = {**busy, "busy": False, "other_cores": 0.02}
+    reference = {
+        "28": {"ours_images_per_s": 900.0, "keras_fit_images_per_s": 1000.0, "ratio": 0.9},
+        "56": {"ours_images_per_s": 300.0, "keras_fit_images_per_s": 400.0, "ratio": 0.75},
+    }
+    result = {
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "memory_gib": 1.0,
+            "gpus": [],
+            "tensorflow": "x",
+            "python": "y",
+        },
+        "quick": False,
+        "command": "make bench",
+        "date": "2026-01-01T00:00:00+00:00",
+        "sections": {
+            "accuracy": {
+                "target": 0.9,
+                "budget_s": 300.0,
+                "load": busy,
+                "ours": {
+                    "reached_s": 50.0,
+                    "best_test_accuracy": 0.91,
+                    "epochs": 3,
+                    "curve": [[20.0, 0.85], [35.0, 0.89], [50.0, 0.91]],
+                },
+                "blog": {
+                    "reached_s": None,
+                    "best_test_accuracy": 0.7,
+                    "epochs": 2,
+                    "curve": [[150.0, 0.6], [300.0, 0.7]],
+                },
+            },
+            "training": {
+                "load": quiet,
+                "reference": reference,
+                "cnn_input_size": 40,
+                "cnn_images_per_s": 500.0,
+                "blog_images_per_s": 50.0,
+                "cnn_vs_blog": 10.0,
+                "cnn_test_accuracy": 0.93,
+                "cnn_epochs_run": 15,
+                "images": 1024,
+                "features_epoch_seconds": 1.0,
+                "backbone_epoch_seconds": 2.0,
+                "features_vs_backbone": 2.0,
+                "cnn_peak_rss_gib": 1.0,
+                "transfer_peak_rss_gib": 2.0,
+                "transfer_test_accuracy_random_init": 0.1,
+            },
+        },
+    }
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "test.json").write_text(json.dumps(result))
+    (results / "recipe").mkdir()
+    trial = {"name": "40px", "size": 40, "lr": 0.002, "epochs": 3, "eps": 0.0, "aug": 0.0,
+             "val": [0.85, 0.89, 0.91], "test": [0.84, 0.9, 0.905], "seconds": [20.0, 20.0, 20.0],
+             "load": busy}  # fmt: skip
+    recipe = {"machine": result["machine"], "version": "abc", "trials": [trial]}
+    (results / "recipe" / "test.json").write_text(json.dumps(recipe))
+    report = tmp_path / "docs" / "BENCHMARKS.md"
+    write_report(results, report)
+    text = report.read_text()
+    assert "Taken on a busy machine** (sections accuracy)" in text
+    assert f"]({PLOT})" in text
+    assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    row = "| 40px | 40 | 0.002 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | **busy** |"
+    assert row in text
+    assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
