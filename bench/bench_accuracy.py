@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     configure("WARNING")
     budget = args.budget_s or (60.0 if args.quick else 300.0)
-    dataset = prepare(args.source, 1000 if args.quick else None)
+    dataset = prepare(args.source, 1000 if args.quick else 0)
     rows, results = [], {"machine": machine_info(), "target": args.target, "budget_s": budget}
     for name, contender in (("ours", ours), ("blog", blog)):
         clock = contender(dataset, args.target, budget, args.quick)

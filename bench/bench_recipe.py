@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     from components.common.logging import configure
 
     configure("WARNING")
-    arrays = split_arrays(prepare(args.source, None))
+    arrays = split_arrays(prepare(args.source, 0))
     machine = machine_info()
     path = RESULTS / f"{machine_slug(machine)}.json"
     results = json.loads(path.read_text()) if path.exists() else {"trials": []}

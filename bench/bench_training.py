@@ -48,7 +48,8 @@ BLOG_SIZE = 150
 TRANSFER_LIMIT = 5_000  # images per source split for the full run's transfer step (CPU time)
 
 
-def prepare(source: str, limit: int | None) -> str:
+def prepare(source: str, limit: int) -> str:
+    """Prepare `source` into the bench's store (`limit` images per split; 0: all)."""
     from components.data_prep.prep import PrepConfig, run
 
     return run(PrepConfig(store=str(WORK / "store"), source=source, limit=limit)).uri
@@ -252,7 +253,7 @@ def reference_main(argv: list[str] | None = None) -> dict:
     from components.common.logging import configure
 
     configure("WARNING")
-    dataset = prepare(args.source, 1000 if args.quick else None)
+    dataset = prepare(args.source, 1000 if args.quick else 0)
     reference = same_run_reference(dataset, REFERENCE_SIZES, train_arrays(dataset))
     results = {"machine": machine_info(), "quick": args.quick, "reference": reference}
     print_table(
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     configure("WARNING")
     quick = args.quick
-    dataset = prepare(args.source, 1000 if quick else None)
+    dataset = prepare(args.source, 1000 if quick else 0)
     # 1 + 2 + 4 (CNN): our default recipe, as its own process.
     cnn_args = ["--epochs", "2"] if quick else []
     cnn, cnn_history, cnn_rss = run_step("cnn", dataset, "cnn", *cnn_args)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     gpu = bool(tf.config.list_physical_devices("GPU"))
     batch = 256 if gpu else 32
     count = (12 if args.quick else 40) if gpu else (4 if args.quick else 10)
-    dataset = prepare(args.source, 1000 if args.quick else None)
+    dataset = prepare(args.source, 1000 if args.quick else 0)
     manifest, inputs = batches(dataset, batch, count)
     results = {"machine": machine_info(), "batch": batch, "gpu": gpu}
     results["plain"] = {k: round(v, 1) for k, v in measure(manifest, inputs, fast=False).items()}
