@@ -1,0 +1,140 @@
+"""A backbone trained from scratch: every layer trains, BatchNorm statistics fit the weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common.config import ConfigError
+from components.common.dataset import load_manifest
+from components.data_prep.prep import PrepConfig
+from components.data_prep.prep import run as prep
+from components.training import data
+from components.training.batchnorm import SAMPLE_IMAGES, Reestimator, batchnorm_layers
+from components.training.config import TrainConfig
+from components.training.train import run
+from tests.conftest import make_idx_dataset
+
+# A ResNet50V2 cut after its first stage: the whole architecture's kinds of layers, fast.
+SCRATCH = {"model": "resnet50_v2", "input_size": 32, "cut_layer": "conv2_block3_out"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    """A prepared tiny learnable dataset: 8x8 grayscale, 4 classes, 180/20/60 images."""
+    root = tmp_path_factory.mktemp("scratch-data")
+    source = make_idx_dataset(root / "idx", n_train=200, n_test=60, classes=4)
+    return prep(PrepConfig(store=str(root / "store"), source=str(source))).uri
+
+
+def config(dataset: str, tmp_path: Path, **overrides) -> TrainConfig:
+    values = {
+        "dataset_uri": dataset,
+        "output_dir": str(tmp_path / "out"),
+        "epochs": 2,
+        "batch_size": 16,
+        "patience": 0,
+        "cache_dir": str(tmp_path / "cache"),
+        "seed": 3,
+        **SCRATCH,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_reestimated_statistics_are_the_population_statistics_in_training_mode():
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    first = keras.layers.Conv2D(3, 3, name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(first)
+    hidden = keras.layers.ReLU()(x)
+    second = keras.layers.Conv2D(4, 2, name="conv_b")(hidden)
+    x = keras.layers.BatchNormalization(name="bn_b")(second)
+    model = keras.Model(inputs, x)
+    images = np.random.default_rng(1).normal(2.0, 3.0, (23, 6, 6, 2)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((images, np.zeros(23))).batch(5)  # 5,5,5,5,3
+
+    # What each BatchNorm sees in training: conv_a's outputs; conv_b's outputs after bn_a
+    # normalised each batch by that batch's own statistics.
+    to_first = keras.Model(inputs, first)
+    to_second = keras.Model(inputs, second)
+    seen_a = to_first(images).numpy().reshape(-1, 3)
+    seen_b = np.concatenate(
+        [to_second(b, training=True).numpy().reshape(-1, 4) for b, _ in batches]
+    )
+    assert Reestimator(model)(batches) == 23
+    for name, seen in (("bn_a", seen_a), ("bn_b", seen_b)):
+        layer = model.get_layer(name)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), seen.mean(axis=0), rtol=1e-4)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), seen.var(axis=0), rtol=1e-3)
+        assert layer.momentum == 0.99  # put back for training and the saved model
+    assert [layer.name for layer in batchnorm_layers(keras.Sequential([model]))] == ["bn_a", "bn_b"]
+
+
+def test_backbone_without_weights_trains_every_layer_and_fits_its_statistics(
+    dataset, tmp_path, capsys
+):
+    import keras
+
+    # fine_tune_from means nothing from scratch (every layer trains): ignored, with a log line.
+    result = run(config(dataset, tmp_path, fine_tune_from="conv1_conv", fine_tune_epochs=1))
+    logged = capsys.readouterr().out
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert "fine_tune_ignored" in logged and history["phase"] == ["head", "head"]
+    assert metrics["arm"] == "scratch" and metrics["pretrained"] is False
+    assert not result.pretrained and metrics["weights_sha256"] is None
+    assert metrics["display_name"] == "ResNet50V2 (from scratch)"
+    assert metrics["feature_seconds"] == 0 and not (tmp_path / "cache" / "features").exists()
+    assert json.loads((out / "config.json").read_text())["scratch"] is True
+    # Inference-mode accuracy on a learnable task, well above chance (0.25).
+    assert metrics["test_accuracy"] >= 0.6
+
+    saved = keras.models.load_model(out / "model.keras")
+    backbone = saved.get_layer("resnet50v2_to_conv2_block3_out")
+    norms = batchnorm_layers(backbone)
+    assert norms and all(layer.trainable for layer in backbone.layers)
+    # Every weight trains but BatchNorm's moving statistics (and the random-generator states).
+    moving = sum(int(np.prod(v.shape)) for bn in norms for v in bn.non_trainable_weights)
+    assert metrics["params_trainable"] == metrics["params_total"] - moving
+    # The saved statistics are those of the weights: re-estimated from the training images.
+    saved_stats = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in norms]
+    assert not np.allclose(saved_stats[0][1], 1.0)  # not Keras' initial variance
+    features = keras.Model(saved.input, backbone.output)
+    splits = data.load_splits(dataset, load_manifest(dataset), tmp_path / "again")
+    sample = data.batched(splits["train"].take(SAMPLE_IMAGES), 16)
+    Reestimator(features)(sample)
+    for bn, (mean, variance) in zip(norms, saved_stats, strict=True):
+        np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model": "seed_cnn", "scratch": True}, "seed_cnn has no backbone"),
+        ({"scratch": True, "weights_uri": "w.weights.h5"}, "leave weights_uri empty"),
+        ({"fine_tune_epochs": 2}, "fine_tune_epochs needs fine_tune_from"),
+    ],
+)
+def test_scratch_options_that_contradict_each_other_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(dataset_uri="d", **{**SCRATCH, **overrides})
+
+
+def test_no_weights_means_scratch_and_fine_tuning_is_off():
+    for model in ("inception_v3", "resnet50_v2"):
+        plain = TrainConfig(dataset_uri="d", model=model)
+        assert plain.from_scratch and plain.to_dict()["scratch"] is True
+        tuned = TrainConfig(dataset_uri="d", model=model, fine_tune_from="x", fine_tune_epochs=2)
+        assert not tuned.fine_tunes
+    pretrained = TrainConfig(dataset_uri="d", model="resnet50_v2", weights_uri="w.weights.h5")
+    assert not pretrained.from_scratch and pretrained.to_dict()["scratch"] is False
+    assert not TrainConfig(dataset_uri="d").from_scratch  # the seed CNN is its own arm
