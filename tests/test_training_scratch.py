@@ -77,6 +77,7 @@ def test_reestimated_statistics_are_the_population_statistics_in_training_mode()
     assert [layer.name for layer in batchnorm_layers(keras.Sequential([model]))] == ["bn_a", "bn_b"]
 
 
+@pytest.mark.slow
 def test_backbone_without_weights_trains_every_layer_and_fits_its_statistics(
     dataset, tmp_path, capsys
 ):
@@ -107,7 +108,10 @@ def test_backbone_without_weights_trains_every_layer_and_fits_its_statistics(
     # The saved statistics are those of the weights: re-estimated from the training images.
     saved_stats = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in norms]
     assert not np.allclose(saved_stats[0][1], 1.0)  # not Keras' initial variance
-    features = keras.Model(saved.input, backbone.output)
+    # The exported graph's preprocessing (no augmentation here) and backbone, for the pass.
+    image = keras.Input(saved.input.shape[1:], dtype="uint8")
+    x = saved.get_layer("resize")(saved.get_layer("scale")(image))
+    features = keras.Model(image, backbone(saved.get_layer("gray_to_rgb")([x, x, x])))
     splits = data.load_splits(dataset, load_manifest(dataset), tmp_path / "again")
     sample = data.batched(splits["train"].take(SAMPLE_IMAGES), 16)
     Reestimator(features)(sample)
@@ -138,3 +142,48 @@ def test_no_weights_means_scratch_and_fine_tuning_is_off():
     pretrained = TrainConfig(dataset_uri="d", model="resnet50_v2", weights_uri="w.weights.h5")
     assert not pretrained.from_scratch and pretrained.to_dict()["scratch"] is False
     assert not TrainConfig(dataset_uri="d").from_scratch  # the seed CNN is its own arm
+
+
+class Killed(Exception):
+    """Stands for a kill right after a checkpoint upload."""
+
+
+@pytest.mark.slow
+def test_scratch_run_killed_after_a_checkpoint_resumes_to_the_same_result(
+    dataset, tmp_path, monkeypatch
+):
+    import keras
+
+    from components.training import checkpoint
+
+    whole = run(config(dataset, tmp_path / "whole", epochs=3, cache_dir=str(tmp_path / "c1")))
+    checkpoints = str(tmp_path / "checkpoints")
+    original = checkpoint.StoreCheckpoint.push
+
+    def push_then_die(self, done=False):
+        original(self, done)
+        if self.epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint.StoreCheckpoint, "push", push_then_die)
+    resumed_config = config(
+        dataset, tmp_path / "resumed", epochs=3, checkpoint_dir=checkpoints,
+        cache_dir=str(tmp_path / "c2"),
+    )  # fmt: skip
+    with pytest.raises(Killed):
+        run(resumed_config)
+    monkeypatch.setattr(checkpoint.StoreCheckpoint, "push", original)
+    resumed = run(resumed_config)
+
+    assert resumed.resumed and resumed.epochs_run == whole.epochs_run == 3
+    assert resumed.test_accuracy == whole.test_accuracy
+    assert resumed.test_loss == pytest.approx(whole.test_loss, rel=1e-5)
+    models = [keras.models.load_model(tmp_path / name / "out" / "model.keras")
+              for name in ("whole", "resumed")]  # fmt: skip
+    stats = [
+        [np.asarray(v) for bn in batchnorm_layers(m) for v in bn.non_trainable_weights]
+        for m in models
+    ]
+    assert len(stats[0]) == len(stats[1]) > 0
+    for a, b in zip(*stats, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
