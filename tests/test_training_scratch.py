@@ -187,3 +187,24 @@ def test_scratch_run_killed_after_a_checkpoint_resumes_to_the_same_result(
     assert len(stats[0]) == len(stats[1]) > 0
     for a, b in zip(*stats, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_component_in_a_scratch_volume_trains_with_its_weights(tmp_path, monkeypatch):
+    """The scratch volume's path (TL_SCRATCH_DIR) is not the `scratch` option."""
+    import tempfile
+
+    from components.common.dataset import DataError
+    from components.training import component
+
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # restored after the test
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv(component.SCRATCH_ENV, str(volume))
+    for model, weights in (("seed_cnn", ""), ("resnet50_v2", "w.weights.h5")):
+        # The config is valid; the run stops only at the missing dataset.
+        with pytest.raises(DataError, match="no-dataset"):
+            component.train(
+                None, None, None, None, dataset_uri=str(tmp_path / "no-dataset"),
+                store=str(tmp_path), model=model, weights_uri=weights,
+            )  # fmt: skip
