@@ -77,6 +77,25 @@ def test_reestimated_statistics_are_the_population_statistics_in_training_mode()
     assert [layer.name for layer in batchnorm_layers(keras.Sequential([model]))] == ["bn_a", "bn_b"]
 
 
+def test_scratch_builder_trains_every_layer_and_frozen_builder_none():
+    from components.training.models import build_transfer
+
+    shape, model = (8, 8, 1), "resnet50_v2"
+    cut = SCRATCH["cut_layer"]
+    scratch = build_transfer(shape, 4, 32, None, cut, model=model, scratch=True)
+    frozen = build_transfer(shape, 4, 32, None, cut, model=model)
+    assert scratch.scratch and all(layer.trainable for layer in scratch.backbone.layers)
+    assert not frozen.scratch and not frozen.backbone.trainable
+    images = np.random.default_rng(0).integers(0, 255, (6, *shape), dtype=np.uint8)
+    # BatchNorm follows the training flag from scratch, and stays in inference mode when frozen.
+    for built, differs in ((scratch, True), (frozen, False)):
+        trained = built.features(images, training=True).numpy()
+        inferred = built.features(images, training=False).numpy()
+        assert (not np.allclose(trained, inferred, atol=1e-4)) is differs
+    with pytest.raises(ConfigError, match="takes no pretrained weights"):
+        build_transfer(shape, 4, 32, "w.weights.h5", cut, model=model, scratch=True)
+
+
 @pytest.mark.slow
 def test_backbone_without_weights_trains_every_layer_and_fits_its_statistics(
     dataset, tmp_path, capsys

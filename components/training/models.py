@@ -203,20 +203,23 @@ def build_transfer(
     dense_units: int = 1024,
     dropout_rate: float = 0.2,
     model: str = DEFAULT_BACKBONE,
+    scratch: bool = False,
 ) -> TransferModel:
     """Backbone cut at `cut_layer` (empty: its default) with a dense head.
 
-    With `weights`: the backbone is frozen and called with training=False (the Keras
-    transfer-learning recipe). Without: the same architecture from random initialisation,
-    every layer trainable (BatchNorm included), trained end to end; its BatchNorm moving
-    statistics are re-estimated for inference (components.training.batchnorm).
+    Default: the backbone is frozen and called with training=False (the Keras
+    transfer-learning recipe), with `weights` loaded (None: random, for benchmarks and tests).
+    `scratch` (no weights): the same architecture from random initialisation, every layer
+    trainable (BatchNorm included), trained end to end; its BatchNorm moving statistics are
+    re-estimated for inference (components.training.batchnorm).
     """
     import keras
 
     spec = MODELS[model]
     cut_layer = cut_layer or spec.backbone.default_cut_layer
+    if scratch and weights is not None:
+        raise ConfigError("a backbone trained from scratch takes no pretrained weights")
     backbone = load_backbone(spec, input_size, weights, cut_layer)
-    scratch = weights is None
     backbone.trainable = scratch
     # Frozen: inference mode always. From scratch: BatchNorm follows the `training` flag.
     mode = {} if scratch else {"training": False}

@@ -62,7 +62,11 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     if not config.spec.is_transfer:
         return build_seed_cnn(**common)
     built = build_transfer(
-        **common, weights=weights, cut_layer=config.resolved_cut_layer, model=config.model
+        **common,
+        weights=weights,
+        cut_layer=config.resolved_cut_layer,
+        model=config.model,
+        scratch=config.from_scratch,
     )
     if config.fine_tune_from and config.from_scratch:
         # The pipeline passes one set of backbone settings to every backbone arm; a backbone
