@@ -249,12 +249,13 @@ def test_weights_that_do_not_fit_the_backbone_name_the_layer(dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
+def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path, inception_weights):
     result = run(
         config(
             dataset,
             tmp_path,
             model="inception_v3",
+            weights_uri=inception_weights,
             input_size=75,
             cut_layer="mixed1",
             fine_tune_from="mixed0",
@@ -265,7 +266,7 @@ def test_transfer_fine_tunes_after_the_head_phase(dataset, tmp_path):
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     metrics = result.metrics
     assert history["phase"] == ["head", "fine_tune"] and history["epoch"] == [1, 2]
-    assert metrics["pretrained"] is False and metrics["display_name"].endswith("(random init)")
+    assert metrics["pretrained"] is True and metrics["display_name"].endswith("(pretrained)")
     assert metrics["feature_seconds"] > 0  # head phase on features, fine-tuning end to end
     assert metrics["params_trainable"] < metrics["params_total"]
     # Kept, both phases marked done, until the consumer releases it (common.checkpoints).
@@ -370,13 +371,14 @@ def test_diverged_training_saves_no_checkpoint(dataset, tmp_path):
     assert not list(checkpoints.rglob("*.weights.h5"))  # no retry resumes from NaN weights
 
 
-def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path):
+def test_unknown_fine_tune_layer_is_refused_before_training(dataset, tmp_path, inception_weights):
     with pytest.raises(ValueError, match="cut at mixed1 has no layer 'mixed5'"):
         run(
             config(
                 dataset,
                 tmp_path,
                 model="inception_v3",
+                weights_uri=inception_weights,
                 input_size=75,
                 cut_layer="mixed1",
                 fine_tune_from="mixed5",

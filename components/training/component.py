@@ -34,8 +34,8 @@ def train(
 ):
     """Train `model` on the dataset at `dataset_uri` and publish its outputs as artifacts.
 
-    `weights_uri` empty means random initialisation (not pretrained); `scratch` marks the
-    backbone-from-scratch arm (no weights; see TrainConfig); 0 or empty means the
+    `weights_uri` empty means a backbone model trains from scratch (random initialisation,
+    every layer trained; `scratch` says so explicitly, see TrainConfig); 0 or empty means the
     model's default for `input_size`, `epochs` and `cut_layer`. The dataset and weights come in
     as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.

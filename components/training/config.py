@@ -22,10 +22,14 @@ class TrainConfig:
     output_dir: str = option("outputs/training", "LOCAL folder for model, metrics and history")
     model: str = option("seed_cnn", "model to train", choices=(*MODELS,))
     weights_uri: str = option(
-        "", "backbone weights file (store URI or path); empty: random init", aliases=("--weights",)
+        "",
+        "backbone weights file (store URI or path); empty: the backbone trains from scratch",
+        aliases=("--weights",),
     )
     scratch: bool = option(
-        False, "train a backbone model from random initialisation (the scratch arm): no weights"
+        False,
+        "train a backbone model from random initialisation, every layer (the scratch arm); "
+        "also the case whenever weights_uri is empty",
     )
     input_size: int = option(0, "square side in pixels to resize to; 0: the model's default")
     epochs: int = option(0, "first-phase epochs at most; 0: the model's default")
@@ -42,7 +46,9 @@ class TrainConfig:
     )
     augmentation: float = option(0.0, "strength of random translate/zoom/rotate/flip; 0: off")
     cut_layer: str = option("", "backbone layer whose output feeds the head; empty: its default")
-    fine_tune_from: str = option("", "backbone layer from which to unfreeze; empty: no phase two")
+    fine_tune_from: str = option(
+        "", "backbone layer from which to unfreeze; empty: no phase two; ignored from scratch"
+    )
     fine_tune_epochs: int = option(0, "epochs of phase two (0: no fine-tuning)")
     fine_tune_learning_rate: float = option(1e-5, "phase-two learning rate")
     seed: int = option(42, "seeds Python, NumPy, TensorFlow, shuffling and augmentation")
@@ -157,9 +163,14 @@ class TrainConfig:
         return self.cut_layer or self.spec.backbone.default_cut_layer
 
     @property
+    def from_scratch(self) -> bool:
+        """Whether a backbone model trains from random initialisation (no weights), end to end."""
+        return self.spec.is_transfer and not self.weights_uri
+
+    @property
     def fine_tunes(self) -> bool:
-        """Whether a second, fine-tuning phase runs."""
-        return bool(self.fine_tune_from and self.fine_tune_epochs)
+        """Whether a second, fine-tuning phase runs (never from scratch: all layers train)."""
+        return bool(self.fine_tune_from and self.fine_tune_epochs) and not self.from_scratch
 
     def to_dict(self) -> dict:
         """The resolved config as plain JSON values."""
@@ -169,6 +180,7 @@ class TrainConfig:
         values["learning_rate"] = self.resolved_learning_rate
         values["lr_schedule"] = self.resolved_schedule
         values["cut_layer"] = self.resolved_cut_layer
+        values["scratch"] = self.from_scratch
         return values
 
 

@@ -165,12 +165,18 @@ def build_seed_cnn(
 
 @dataclass
 class TransferModel:
-    """The full model plus its parts; `head` and `full` share the head's layers."""
+    """The full model plus its parts; `head` and `full` share the head's layers.
+
+    Pretrained: the backbone is frozen and always runs in inference mode. From scratch (no
+    weights): every layer trains, BatchNorm included, and BatchNorm follows Keras' `training`
+    flag (batch statistics in fit, moving statistics in evaluation, prediction and export).
+    """
 
     full: Any  # raw uint8 images -> class probabilities (what is trained end to end and exported)
     features: Any  # raw uint8 images -> backbone features (no augmentation)
     head: Any  # backbone features -> class probabilities
-    backbone: Any  # the cut backbone (frozen)
+    backbone: Any  # the cut backbone (frozen when pretrained)
+    scratch: bool = False  # built without pretrained weights: trained end to end
 
 
 def load_backbone(spec: ModelSpec, input_size: int, weights: str | None, cut_layer: str):
@@ -217,14 +223,26 @@ def build_transfer(
     dense_units: int = 1024,
     dropout_rate: float = 0.2,
     model: str = DEFAULT_BACKBONE,
+    scratch: bool = False,
 ) -> TransferModel:
-    """Frozen backbone cut at `cut_layer` (empty: its default), training=False, dense head."""
+    """Backbone cut at `cut_layer` (empty: its default) with a dense head.
+
+    Default: the backbone is frozen and called with training=False (the Keras
+    transfer-learning recipe), with `weights` loaded (None: random, for benchmarks and tests).
+    `scratch` (no weights): the same architecture from random initialisation, every layer
+    trainable (BatchNorm included), trained end to end; its BatchNorm moving statistics are
+    re-estimated for inference (components.training.batchnorm).
+    """
     import keras
 
     spec = MODELS[model]
     cut_layer = cut_layer or spec.backbone.default_cut_layer
+    if scratch and weights is not None:
+        raise ConfigError("a backbone trained from scratch takes no pretrained weights")
     backbone = load_backbone(spec, input_size, weights, cut_layer)
-    backbone.trainable = False
+    backbone.trainable = scratch
+    # Frozen: inference mode always. From scratch: BatchNorm follows the `training` flag.
+    mode = {} if scratch else {"training": False}
     head_input = keras.Input(shape=backbone.output.shape[1:], name="features")
     x = head_input
     for layer in classifier_head(num_classes, dense_units, dropout_rate):
@@ -233,12 +251,15 @@ def build_transfer(
 
     plain = preprocessing(spec, image_shape, input_size, 0.0, seed, name="preprocess")
     feature_model = keras.Model(
-        plain.input, backbone(plain.output, training=False), name="feature_extractor"
+        plain.input, backbone(plain.output, **mode), name="feature_extractor"
     )
     pre = preprocessing(spec, image_shape, input_size, augmentation, seed, name="preprocess")
-    outputs = head(backbone(pre.output, training=False))
-    full = keras.Model(pre.input, outputs, name=f"{model}_transfer")
-    return TransferModel(full=full, features=feature_model, head=head, backbone=backbone)
+    outputs = head(backbone(pre.output, **mode))
+    name = f"{model}_scratch" if scratch else f"{model}_transfer"
+    full = keras.Model(pre.input, outputs, name=name)
+    return TransferModel(
+        full=full, features=feature_model, head=head, backbone=backbone, scratch=scratch
+    )
 
 
 def unfreeze_from(backbone, first_layer: str) -> int:

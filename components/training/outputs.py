@@ -53,8 +53,11 @@ def record(
     trained_images = manifest.splits["train"].count * len(history["epoch"])
     pretrained = weights_sha256 is not None
     display_name = config.spec.display_name
-    if config.spec.is_transfer:
-        display_name += " (pretrained)" if pretrained else " (random init)"
+    if config.spec.is_transfer and pretrained:
+        display_name += " (pretrained)"
+    elif config.spec.is_transfer:
+        # The same architecture trained end to end: not a transfer model.
+        display_name = f"{config.spec.backbone.keras_class} (from scratch)"
     return TrainingMetrics(
         model=config.model,
         display_name=display_name,

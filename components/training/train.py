@@ -14,7 +14,7 @@ from components.common.config import ConfigError
 from components.common.dataset import DataError, Manifest, load_manifest
 from components.common.digest import json_digest
 from components.common.logging import get_logger, step
-from components.training import checkpoint, data, device, evaluate, features, outputs
+from components.training import batchnorm, checkpoint, data, device, evaluate, features, outputs
 from components.training.callbacks import (
     EpochRecorder,
     EpochSeeds,
@@ -67,8 +67,17 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     if not config.spec.is_transfer:
         return build_seed_cnn(**common)
     built = build_transfer(
-        **common, weights=weights, cut_layer=config.resolved_cut_layer, model=config.model
+        **common,
+        weights=weights,
+        cut_layer=config.resolved_cut_layer,
+        model=config.model,
+        scratch=config.from_scratch,
     )
+    if config.fine_tune_from and config.from_scratch:
+        # The pipeline passes one set of backbone settings to every backbone arm; a backbone
+        # trained from scratch already trains every layer, so there is nothing to unfreeze.
+        log.info("fine_tune_ignored", reason="from scratch: every layer trains in phase one")
+        return built
     layers = {layer.name for layer in built.backbone.layers}
     if config.fine_tune_from and config.fine_tune_from not in layers:
         # Checked now, not after the head phase has spent its time.
@@ -93,13 +102,17 @@ def phase_schedule(ctx: Context, phase: str) -> str:
     return ctx.config.resolved_schedule if phase == "head" else "plateau"
 
 
-def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFlags):
-    """The callbacks of one phase; the resumable ones by name (their state is checkpointed)."""
+def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFlags, before=()):
+    """The callbacks of one phase; the resumable ones by name (their state is checkpointed).
+
+    `before` go ahead of the epoch recorder: their work at validation's start counts as training
+    time.
+    """
     config = ctx.config
     offset = sum(1 for p in ctx.history["phase"] if p != phase)
     recorder = EpochRecorder(ctx.history, phase, ctx.manifest.splits["train"].count, offset)
     nan_guard = NaNGuard(flags)
-    callbacks: list[Any] = [EpochSeeds(config.seed), recorder, nan_guard]
+    callbacks: list[Any] = [EpochSeeds(config.seed), *before, recorder, nan_guard]
     if config.target_accuracy:
         callbacks.append(StopAtAccuracy(config.target_accuracy))
     resumables: dict[str, checkpoint.Resumable] = {}
@@ -114,7 +127,9 @@ def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFl
     return [*callbacks, *resumables.values()], resumables, nan_guard
 
 
-def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, lr: float) -> None:
+def fit_phase(
+    ctx: Context, model, phase: str, batches: PhaseData, epochs: int, lr: float, before=()
+) -> None:
     """Compile and fit one phase with every callback; resume it exactly from its checkpoint."""
     config = ctx.config
     model.compile(
@@ -126,7 +141,7 @@ def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, 
         jit_compile=ctx.runtime.jit_compile,
     )
     flags = checkpoint.RunFlags()
-    callbacks, resumables, nan_guard = phase_callbacks(ctx, phase, lr, flags)
+    callbacks, resumables, nan_guard = phase_callbacks(ctx, phase, lr, flags, before)
     backup, first, end = None, 0, epochs
     if config.checkpoint_dir:
         backup = checkpoint.StoreCheckpoint(
@@ -138,6 +153,8 @@ def fit_phase(ctx: Context, model, phase: str, batches: PhaseData, epochs: int, 
                 "num_classes": ctx.manifest.num_classes,
                 "input_size": config.resolved_input_size,
                 "dataset_version": ctx.manifest.version,
+                # A frozen random backbone's checkpoint (before scratch training) does not fit.
+                **({"arm": "scratch"} if config.from_scratch else {}),
             },
             flags=flags,
             resumables=resumables,
@@ -290,13 +307,30 @@ def feature_batches(ctx: Context, built, splits: dict) -> PhaseData:
     )
 
 
+def batchnorm_refresh(ctx: Context, built, splits: dict) -> batchnorm.ReestimateBatchNorm:
+    """The callback fitting a from-scratch backbone's BatchNorm statistics to its weights."""
+    sample = splits["train"].take(batchnorm.SAMPLE_IMAGES)
+    batch_size = ctx.config.batch_size  # the training batches' size: their normalisation
+    return batchnorm.ReestimateBatchNorm(
+        batchnorm.Reestimator(built.features), lambda: data.batched(sample, batch_size)
+    )
+
+
 def train(ctx: Context, built, splits: dict) -> Any:
-    """Run the head phase (on cached features when possible), then optional fine-tuning."""
+    """Run the head phase (on cached features when possible), then optional fine-tuning.
+
+    A backbone model without weights trains end to end from scratch, in one phase.
+    """
     config = ctx.config
     epochs, lr = config.resolved_epochs, config.resolved_learning_rate
     if not config.spec.is_transfer:
         fit_phase(ctx, built, "head", image_batches(ctx, splits), epochs, lr)
         return built
+    if built.scratch:
+        # Every layer trains on the images; BatchNorm statistics re-estimated at each epoch's end.
+        refresh = [batchnorm_refresh(ctx, built, splits)]
+        fit_phase(ctx, built.full, "head", image_batches(ctx, splits), epochs, lr, refresh)
+        return built.full
     on_features = config.feature_cache and config.augmentation == 0
     if on_features and phase_done(ctx, "head"):
         # Resuming after the head phase: its weights are in the checkpoint, no features needed.
