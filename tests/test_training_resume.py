@@ -98,3 +98,47 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(dataset, tmp_path):
     assert (saved / "latest.weights.h5").stat().st_size > 0
     assert json.loads((saved / "state.json").read_text())["epoch"] == pointer["epoch"]
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_the_kfp_component_exits_143_on_sigterm_and_publishes_nothing(dataset, tmp_path):
+    """The cluster's path (KFP's executor calls the component function): SIGTERM after an epoch
+    leaves the checkpoint in the store and ends the process with 143, so the task is retried."""
+    store = tmp_path / "store"
+    outputs = {name: str(tmp_path / "outputs" / name) for name in ("model", "metrics", "cm", "h")}
+    script = f"""
+from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
+from components.training.component import train
+train(
+    trained_model=Model(uri={outputs["model"]!r}),
+    metrics=Metrics(uri={outputs["metrics"]!r}),
+    classification=ClassificationMetrics(uri={outputs["cm"]!r}),
+    history=Artifact(uri={outputs["h"]!r}),
+    dataset_uri={dataset!r},
+    store={str(store)!r},
+    input_size=32,
+    batch_size=16,
+    epochs=50,
+)
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not list(store.glob("checkpoints/*/seed_cnn/head/LATEST.json")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(
+                f"no checkpoint before exit ({process.returncode}): {process.stdout.read()}"
+            )
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    log, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, log[-3000:]
+    (latest,) = store.glob("checkpoints/*/seed_cnn/head/LATEST.json")
+    pointer = json.loads(latest.read_text())
+    assert pointer["epoch"] >= 1 and not pointer["done"]
+    assert not any(Path(path).exists() for path in outputs.values())  # nothing published

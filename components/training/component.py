@@ -41,6 +41,7 @@ def train(
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
     import os
+    import sys
     import tempfile
     from pathlib import Path
 
@@ -48,6 +49,7 @@ def train(
 
     configure()
     from components.training import artifacts
+    from components.training.checkpoint import EXIT_PREEMPTED, TrainingInterrupted
     from components.training.train import run
 
     scratch_dir = os.environ.get("TL_SCRATCH_DIR", "")  # SCRATCH_ENV: the cluster's scratch volume
@@ -74,14 +76,26 @@ def train(
             seed=seed,
             checkpoint_interval=checkpoint_interval,
         )
-        run(config)
-        artifacts.publish(
-            Path(config.output_dir),
-            model=trained_model,
-            metrics=metrics,
-            classification=classification,
-            history=history,
-        )
+        try:
+            run(config)
+        except TrainingInterrupted:
+            preempted = True  # SIGTERM: the newest state is in the store, nothing is published
+        else:
+            preempted = False
+            artifacts.publish(
+                Path(config.output_dir),
+                model=trained_model,
+                metrics=metrics,
+                classification=classification,
+                history=history,
+            )
+    if preempted:
+        # 143 (128 + SIGTERM) fails the task, so the retry policy resumes it. os._exit skips
+        # TensorFlow's interpreter teardown, which can take longer than the save itself
+        # (docs/RELIABILITY.md, "SIGTERM to exit"); the logs are flushed first.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_PREEMPTED)
 
 
 def make(image: str = DEFAULT_CPU_IMAGE, name: str = "train") -> dsl.base_component.BaseComponent:
