@@ -142,3 +142,39 @@ train(
     pointer = json.loads(latest.read_text())
     assert pointer["epoch"] >= 1 and not pointer["done"]
     assert not any(Path(path).exists() for path in outputs.values())  # nothing published
+
+
+@pytest.mark.parametrize("after", ["returns", "raises"])
+def test_a_finished_kfp_task_is_not_failed_by_a_crash_in_teardown(dataset, tmp_path, after):
+    """As KFP's executor process: once the outputs are written, a crash during the interpreter's
+    teardown (os.abort here, registered first so it would run last) does not fail the task; an
+    exception raised after the component returned still fails it."""
+    outputs = {name: str(tmp_path / "outputs" / name) for name in ("model", "metrics", "cm", "h")}
+    script = f"""
+import atexit, importlib.machinery, os, sys
+sys.modules["__main__"].__spec__ = importlib.machinery.ModuleSpec("kfp.dsl.executor_main", None)
+atexit.register(os.abort)  # a teardown crash
+from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
+from components.training.component import train
+train(
+    trained_model=Model(uri={outputs["model"]!r}),
+    metrics=Metrics(uri={outputs["metrics"]!r}),
+    classification=ClassificationMetrics(uri={outputs["cm"]!r}),
+    history=Artifact(uri={outputs["h"]!r}),
+    dataset_uri={dataset!r},
+    store={str(tmp_path / "store")!r},
+    input_size=16,
+    batch_size=32,
+    epochs=1,
+)
+if {after!r} == "raises":
+    raise RuntimeError("writing the executor output failed")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert Path(outputs["model"], "metrics.json").is_file()
+    if after == "returns":
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        assert done.returncode != 0 and "writing the executor output failed" in done.stderr

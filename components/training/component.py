@@ -40,10 +40,24 @@ def train(
     as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
+    import atexit
     import os
     import sys
     import tempfile
     from pathlib import Path
+
+    def _exit_before_teardown() -> None:
+        """Exit 0 without the interpreter's teardown, unless the executor failed after us.
+
+        Runs at exit, after KFP's executor has written the outputs. TensorFlow's teardown of a
+        large model (a from-scratch backbone) can crash the process after every output was
+        written, which fails a finished task; an uncaught exception (sys.last_value) keeps its
+        exit status.
+        """
+        if getattr(sys, "last_value", None) is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     from components.common.logging import configure
 
@@ -89,6 +103,9 @@ def train(
                 classification=classification,
                 history=history,
             )
+            main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+            if main_spec is not None and main_spec.name == "kfp.dsl.executor_main":
+                atexit.register(_exit_before_teardown)  # only as KFP's task process
     if preempted:
         # 143 (128 + SIGTERM) fails the task, so the retry policy resumes it. os._exit skips
         # TensorFlow's interpreter teardown, which can take longer than the save itself
