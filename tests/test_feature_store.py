@@ -90,14 +90,16 @@ def test_features_are_shared_through_a_gcs_store(tmp_path, inception_weights, gc
     assert sum(uri.endswith("/features.json") for uri in names) == 1
 
 
-def test_random_init_keeps_features_local_only(tmp_path, capsys):
+@pytest.mark.slow
+def test_a_backbone_without_weights_has_no_features(tmp_path, capsys):
+    """No weights: the backbone trains from scratch, end to end; no features anywhere."""
     source = make_idx_dataset(tmp_path / "idx", n_train=60, n_test=20)
     store = str(tmp_path / "store")
     dataset = prep(PrepConfig(store=store, source=str(source))).uri
-    run(train_config(dataset, tmp_path / "run", store))  # no weights: nothing worth keeping
-    assert "features_extracted" in capsys.readouterr().out
+    run(train_config(dataset, tmp_path / "run", store))
+    assert "features_extracted" not in capsys.readouterr().out
     assert not (Path(store) / "features").exists()
-    assert list((tmp_path / "run" / "cache" / "features").glob("*/train.bin"))
+    assert not list((tmp_path / "run" / "cache").glob("features/*/train.bin"))
 
 
 def test_training_task_passes_its_store():
