@@ -232,7 +232,6 @@ def _command(args: argparse.Namespace) -> None:
             args.gpu_image,
             retries=retries,
             gpu_type=args.gpu_type,
-            accelerators=args.command != "run",  # kfp.local: see build_pipeline
         )
     if args.command == "compile":
         arguments = arguments_from(args, pipeline_func)

@@ -169,16 +169,13 @@ def build_pipeline(
     gpu_image: str = DEFAULT_GPU_IMAGE,
     retries: bool = True,
     gpu_type: str = DEFAULT_GPU_TYPE,
-    accelerators: bool = True,
 ):
     """The pipeline function with its components built on the given images.
 
     `retries` False leaves out the retry policies: kfp.local honours them with their real
     backoff, so a local run that fails would otherwise wait minutes before it says so.
     `gpu_type` sizes train_transfer for that accelerator's node (pipelines.placement.GPU_NODES)
-    and is the default of the run parameter of the same name. `accelerators` False leaves out
-    train_transfer's GPU request: kfp.local 2.17 cannot resolve the `gpu_count` placeholder of
-    a task inside a ParallelFor, and its runners ignore accelerators anyway.
+    and is the default of the run parameter of the same name.
     """
     sized_resources = transfer_resources(gpu_type)
     sized_for = gpu_type
@@ -344,8 +341,11 @@ def build_pipeline(
                 size_limit=SCRATCH_SIZE,
             )
             transfer.set_env_variable(training_component.SCRATCH_ENV, SCRATCH_PATH)
-            if accelerators:
-                transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+            transfer.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+            # kfp 2.17 turns gpu_count into a placeholder without making it an input of the
+            # task; inside a ParallelFor the loop's DAG must receive it, or the backend's driver
+            # (and kfp.local) cannot resolve it.
+            transfer.register_pipeline_channels([gpu_count])
             kubernetes.add_node_selector_json(transfer, placement.outputs["node_selector"])
             kubernetes.add_toleration(
                 transfer, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"

@@ -664,13 +664,24 @@ def test_local_build_leaves_out_retries_only(tmp_path):
     assert tasks(spec)["train-cnn"]["cachingOptions"] == {"enableCache": True}
 
 
-def test_local_build_leaves_out_the_gpu_request_only(tmp_path):
+def test_every_input_a_loop_uses_is_declared_by_the_loop(tmp_path):
+    """The backend's driver resolves a task's componentInputParameter from its parent DAG's
+    inputs: inside a ParallelFor every one (gpu_count's placeholder too) must be declared by the
+    loop's component and passed by the task that runs the loop."""
     from kfp import compiler
 
-    # kfp.local cannot resolve the gpu_count placeholder inside the arms' ParallelFor.
-    for accelerators in (True, False):
-        path = tmp_path / f"accelerators-{accelerators}.yaml"
-        compiler.Compiler().compile(build_pipeline(accelerators=accelerators), str(path))
-        spec = next(yaml.safe_load_all(path.read_text()))
-        assert ("accelerator" in executor(spec, "train-transfer")["resources"]) is accelerators
-        assert set(tasks(spec)) >= {"train-cnn", "train-transfer", "weights", "compare"}
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build_pipeline(), str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert "accelerator" in executor(spec, "train-transfer")["resources"]
+    loops = {name: c for name, c in spec["components"].items() if name.startswith("comp-for-loop")}
+    assert loops
+    for name, component in loops.items():
+        declared = set(component.get("inputDefinitions", {}).get("parameters", {}))
+        for task_name, task in component["dag"]["tasks"].items():
+            for given in task.get("inputs", {}).get("parameters", {}).values():
+                if "componentInputParameter" in given:
+                    assert given["componentInputParameter"] in declared, (name, task_name)
+    assert "pipelinechannel--gpu_count" in set(
+        loops["comp-for-loop-2"]["inputDefinitions"]["parameters"]
+    )

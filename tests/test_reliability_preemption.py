@@ -251,7 +251,7 @@ def test_pipeline_task_killed_in_kfp_local_retries_and_resumes(tmp_path, monkeyp
     watcher = threading.Thread(target=killer, daemon=True)
     watcher.start()
     outputs = run_local(
-        pipeline_module.build_pipeline(retries=True, accelerators=False),
+        pipeline_module.build_pipeline(retries=True),
         {
             "store": str(store), "source": str(source), "weights_url": "none",
             "cnn_epochs": 5, "transfer_epochs": 1, "batch_size": 16, "cnn_input_size": 16,
