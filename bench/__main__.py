@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if args.quick else ""
     path = folder / f"{machine_slug(machine)}{suffix}.json"
     old = json.loads(path.read_text()) if path.exists() else None
-    if old and set(wanted) != set(SECTIONS):
-        # A partial run (--only) updates its sections and keeps the others.
-        results["sections"] = dict(old.get("sections", {}))
+    if old:
+        # Each section replaces its own figures as it is measured, and the others are kept: a
+        # partial run (--only), or a full run that stops half-way, loses no earlier figures.
+        known = {name: value for name, value in old.get("sections", {}).items() if name in SECTIONS}
+        results["sections"] = known
     refused = []
     for name in wanted:
         print(f"== {name} ==", flush=True)

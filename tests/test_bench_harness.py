@@ -209,3 +209,23 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     row = "| 40px | 40 | 0.002 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | **busy** |"
     assert row in text
     assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
+
+
+def test_a_run_that_stops_half_way_keeps_the_earlier_figures(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+
+    def measured(argv):
+        return {"figure": 2}
+
+    def crashes(argv):
+        raise RuntimeError("section failed")
+
+    monkeypatch.setattr(bench_main, "SECTIONS", {"first": measured, "second": crashes})
+    monkeypatch.setattr(bench_main, "refused_sections", lambda old, new, allow: [])
+    path = tmp_path / f"{bench_main.machine_slug(bench_main.machine_info())}-quick.json"
+    earlier = {"first": {"figure": 1}, "second": {"figure": 1}}
+    path.write_text(json.dumps({"quick": True, "date": "2026-01-01", "sections": earlier}))
+    with pytest.raises(RuntimeError, match="section failed"):
+        bench_main.main(["--quick", "--results-dir", str(tmp_path)])
+    sections = json.loads(path.read_text())["sections"]
+    assert sections["first"]["figure"] == 2 and sections["second"] == {"figure": 1}
