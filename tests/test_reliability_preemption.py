@@ -137,28 +137,41 @@ def test_random_sigkills_resume_with_at_most_one_repeated_epoch(dataset, tmp_pat
     assert_same_result(out, tmp_path / "baseline")
 
 
-def transfer_run(dataset: str, out: Path, checkpoint_dir: str) -> Run:
-    """A transfer run with both phases: the head on cached features, then fine-tuning."""
+def transfer_run(dataset: str, out: Path, checkpoint_dir: str, weights: str) -> Run:
+    """A transfer run with both phases: the head on cached features, then fine-tuning.
+
+    `weights`: a (generated) pretrained weights file; without one the backbone would train
+    from scratch, in one phase.
+    """
     options = (
-        "--model", "inception_v3", "--input-size", "75", "--cut-layer", "mixed1",
-        "--fine-tune-from", "mixed0", "--fine-tune-epochs", "2", *RECIPE,
+        "--model", "inception_v3", "--weights-uri", weights, "--input-size", "75",
+        "--cut-layer", "mixed1", "--fine-tune-from", "mixed0", "--fine-tune-epochs", "2", *RECIPE,
     )  # fmt: skip
     return Run(dataset, out, checkpoint_dir, 3, *options)
 
 
-def test_transfer_killed_in_each_phase_ends_exactly_as_an_uninterrupted_run(dataset, tmp_path):
-    baseline = transfer_run(dataset, tmp_path / "baseline", str(tmp_path / "ckpt-baseline"))
+def test_transfer_killed_in_each_phase_ends_exactly_as_an_uninterrupted_run(
+    dataset, tmp_path, inception_weights
+):
+    baseline = transfer_run(
+        dataset, tmp_path / "baseline", str(tmp_path / "ckpt-baseline"), inception_weights
+    )
     assert baseline.finish(timeout=600) == 0
     checkpoint_dir, out = str(tmp_path / "ckpt"), tmp_path / "out"
+    rng = random.Random(20261130)
     for phase in ("head", "fine_tune"):
-        run = transfer_run(dataset, out, checkpoint_dir)
+        run = transfer_run(dataset, out, checkpoint_dir, inception_weights)
         deadline = time.monotonic() + 600
         while not any(e.get("phase") == phase for e in run.named("epoch_end")):
             if run.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"no {phase} epoch before exit {run.process.returncode}")
             time.sleep(0.02)
-        run.kill()
-    rerun = transfer_run(dataset, out, checkpoint_dir)
+        # A random point after the phase's first epoch: inside the next epoch, a checkpoint
+        # upload, or the phase's end.
+        time.sleep(rng.uniform(0.0, 1.5))
+        if run.process.poll() is None:
+            run.kill()
+    rerun = transfer_run(dataset, out, checkpoint_dir, inception_weights)
     assert rerun.finish(timeout=600) == 0, rerun.events[-5:]
     assert rerun.named("phase_already_done")  # the head phase was not trained again
     assert_same_result(out, tmp_path / "baseline")
