@@ -69,10 +69,18 @@ def hardening() -> dict:
     }
 
 
+def run_folder(folder: Path) -> Path:
+    """The run folder of a task folder: its parent, above any ParallelFor iteration folders."""
+    parent = folder.parent
+    while parent.name.startswith("for-loop-") and parent.parent != parent:
+        parent = parent.parent
+    return parent
+
+
 def failed_before(folder: Path) -> tuple[str, int] | None:
-    """The first earlier task of this run (same run folder) that exited non-zero."""
+    """The first earlier task of this run (same run folder, any loop iteration) that failed."""
     failures = []
-    for status_file in folder.parent.glob(f"*/{STATUS_FILE}"):
+    for status_file in run_folder(folder).rglob(STATUS_FILE):
         try:
             status = json.loads(status_file.read_text())
         except (OSError, ValueError):

@@ -191,3 +191,14 @@ def test_a_failed_task_inside_a_parallel_for_iteration_is_found(tmp_path):
     message = container_failure({run_dir})
     assert message.startswith("Task 'train-transfer' failed in its container with exit code 5.")
     assert "  | epoch 1" in message
+
+
+def test_a_task_in_a_loop_iteration_does_not_start_after_a_failed_task(tmp_path):
+    """ParallelFor tasks sit in for-loop-*-iteration-* folders below the run folder."""
+    run_dir = tmp_path / "run-1"
+    assert run_task(run_dir / "data-prep", "raise SystemExit(4)").returncode == 4
+    marker = tmp_path / "started"
+    inner = run_dir / "for-loop-2-iteration-0" / "train-transfer"
+    result = run_task(inner, f"open({str(marker)!r}, 'w')")
+    assert result.returncode == container_task.NOT_STARTED and not marker.exists()
+    assert container_failure({run_dir}).startswith("Task 'data-prep' failed")

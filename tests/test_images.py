@@ -40,7 +40,7 @@ def records(run_dir: Path) -> dict[str, dict]:
     """Each task's record (task-exit.json) in a kfp.local run folder, by task name."""
     return {
         path.parent.name: json.loads(path.read_text())
-        for path in sorted(run_dir.glob("*/task-exit.json"))
+        for path in sorted(run_dir.rglob("task-exit.json"))  # loop iterations' tasks too
     }
 
 
