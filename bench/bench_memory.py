@@ -43,6 +43,19 @@ def weights_file() -> tuple[Path, str]:
     return path, file_digest(path)
 
 
+def second_arm(run: Path, copy: Path) -> Path:
+    """A copy of a CNN run folder labelled as a pretrained arm: compare's memory benchmark input."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics.update(
+        arm="pretrained", model="inception_v3", pretrained=True,
+        display_name="CNN run as a second arm (memory benchmark input)",
+    )  # fmt: skip
+    (copy / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return copy
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 2,000-image subset")
@@ -63,12 +76,14 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     # bench_training's runs: the latest CNN run in bench/work. Its transfer run may be on a
     # subset (another test split, which compare rightly refuses), so compare gets the full-size
-    # CNN run on both sides: the same figures, plots and report work as for two models.
+    # CNN run twice, the copy labelled as a second arm (compare refuses two runs of one arm):
+    # the same figures, plots and report work as for two models. Only memory is measured.
     cnn_runs = sorted(WORK.glob("run-*/runs/cnn/metrics.json"), key=lambda p: p.stat().st_mtime)
     if cnn_runs:
         cnn = cnn_runs[-1].parent
+        second = second_arm(cnn, WORK / "compare-input" / "second-arm")
         results["compare_peak_rss_gib"] = peak_rss_gib(
-            [*python, "components.compare", "--cnn-dir", str(cnn), "--transfer-dir", str(cnn),
+            [*python, "components.compare", "--cnn-dir", str(cnn), "--transfer-dir", str(second),
              "--output-dir", str(WORK / "compare"), "--store", str(STORE)]
         )  # fmt: skip
     results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
