@@ -100,12 +100,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(dataset, tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_the_kfp_component_exits_143_on_sigterm_and_publishes_nothing(dataset, tmp_path):
-    """The cluster's path (KFP's executor calls the component function): SIGTERM after an epoch
-    leaves the checkpoint in the store and ends the process with 143, so the task is retried."""
-    store = tmp_path / "store"
-    outputs = {name: str(tmp_path / "outputs" / name) for name in ("model", "metrics", "cm", "h")}
-    script = f"""
+def component_script(
+    outputs: dict, dataset: str, store: Path, *, before: str = "", **params
+) -> str:
+    """Python source calling the KFP training component as its executor would (`before` first)."""
+    arguments = ", ".join(f"{key}={value!r}" for key, value in params.items())
+    return f"""
+{before}
 from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
 from components.training.component import train
 train(
@@ -115,11 +116,17 @@ train(
     history=Artifact(uri={outputs["h"]!r}),
     dataset_uri={dataset!r},
     store={str(store)!r},
-    input_size=32,
-    batch_size=16,
-    epochs=50,
+    {arguments},
 )
 """
+
+
+def test_the_kfp_component_exits_143_on_sigterm_and_publishes_nothing(dataset, tmp_path):
+    """The cluster's path (KFP's executor calls the component function): SIGTERM after an epoch
+    leaves the checkpoint in the store and ends the process with 143, so the task is retried."""
+    store = tmp_path / "store"
+    outputs = {name: str(tmp_path / "outputs" / name) for name in ("model", "metrics", "cm", "h")}
+    script = component_script(outputs, dataset, store, input_size=32, batch_size=16, epochs=50)
     process = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=REPO,
@@ -150,26 +157,18 @@ def test_a_finished_kfp_task_is_not_failed_by_a_crash_in_teardown(dataset, tmp_p
     teardown (os.abort here, registered first so it would run last) does not fail the task; an
     exception raised after the component returned still fails it."""
     outputs = {name: str(tmp_path / "outputs" / name) for name in ("model", "metrics", "cm", "h")}
-    script = f"""
-import atexit, importlib.machinery, os, sys
-sys.modules["__main__"].__spec__ = importlib.machinery.ModuleSpec("kfp.dsl.executor_main", None)
-atexit.register(os.abort)  # a teardown crash
-from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
-from components.training.component import train
-train(
-    trained_model=Model(uri={outputs["model"]!r}),
-    metrics=Metrics(uri={outputs["metrics"]!r}),
-    classification=ClassificationMetrics(uri={outputs["cm"]!r}),
-    history=Artifact(uri={outputs["h"]!r}),
-    dataset_uri={dataset!r},
-    store={str(tmp_path / "store")!r},
-    input_size=16,
-    batch_size=32,
-    epochs=1,
-)
-if {after!r} == "raises":
-    raise RuntimeError("writing the executor output failed")
-"""
+    as_executor = (
+        "import atexit, importlib.machinery, os, sys\n"
+        'sys.modules["__main__"].__spec__ = importlib.machinery.ModuleSpec('
+        '"kfp.dsl.executor_main", None)\n'
+        "atexit.register(os.abort)  # a teardown crash"
+    )
+    script = component_script(
+        outputs, dataset, tmp_path / "store", before=as_executor, input_size=16, batch_size=32,
+        epochs=1,
+    )  # fmt: skip
+    if after == "raises":
+        script += 'raise RuntimeError("writing the executor output failed")\n'
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
     )
