@@ -176,3 +176,34 @@ def test_an_exact_tie_of_accuracy_and_size_goes_to_the_earlier_arm(tmp_path):
     assert [arm.key for arm in arms] == ["scratch", "transfer"]
     assert arms_module.pick_winner(arms).key == "scratch"
     assert arms_module.pick_winner(arms[::-1]).key == "transfer"
+
+
+def test_a_pair_read_from_the_other_side_is_negated_and_the_headline_interval_is_the_winners(
+    tmp_path,
+):
+    cnn = write_arm(tmp_path, "cnn", "seed_cnn", accuracy=0.9)
+    scratch = write_arm(tmp_path, "scratch", "inception_v3", accuracy=0.6)
+    result = compare(tmp_path, [cnn, scratch])
+    tested = result.comparison["significance"]
+    (stored,) = tested["pairs"]
+    flipped = arms_module.find_pair(tested, stored["second"], stored["first"])
+    assert flipped["first"] == stored["second"] and flipped["second"] == stored["first"]
+    assert flipped["accuracy_difference"] == pytest.approx(-stored["accuracy_difference"])
+    assert (flipped["ci_low"], flipped["ci_high"]) == (-stored["ci_high"], -stored["ci_low"])
+    assert arms_module.find_pair(tested, stored["first"], stored["second"]) == stored
+    # The CNN wins by +30 points: the headline's interval is of that difference, positive.
+    headline = result.comparison["headline"]
+    low, high = sorted((-stored["ci_high"] * 100, -stored["ci_low"] * 100))
+    assert f"interval of the difference {low:+.2f} to {high:+.2f} points" in headline
+    assert low > 0
+
+
+def test_runs_on_different_splits_are_refused_whatever_run_comes_first(tmp_path):
+    old = write_arm(tmp_path, "cnn", "seed_cnn")  # an older record without the split's hash
+    metrics = json.loads((old / "metrics.json").read_text())
+    metrics.pop("test_split_sha256", None)
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    scratch = write_arm(tmp_path, "scratch", "inception_v3")
+    pretrained = write_arm(tmp_path, "pretrained", "inception_v3", test_split="f" * 64)
+    with pytest.raises(DataError, match="different test splits"):
+        compare(tmp_path, [old, scratch, pretrained])

@@ -251,13 +251,35 @@ def _pair(arms, first: str, second: str, tests, correct, images: int) -> dict[st
 
 
 def find_pair(tested: dict[str, Any] | None, first: str, second: str) -> dict[str, Any] | None:
-    """The tested pair of two arm keys (in either order, as tested), or None."""
+    """The tested pair of two arm keys, oriented as asked: its difference is `second - first`.
+
+    None when the pair was not tested.
+    """
     if not tested or not tested.get("computed"):
         return None
     for pair in tested["pairs"]:
-        if (pair["first"], pair["second"]) in ((first, second), (second, first)):
+        if (pair["first"], pair["second"]) == (first, second):
             return pair
+        if (pair["first"], pair["second"]) == (second, first):
+            return _reversed(pair)
     return None
+
+
+def _reversed(pair: dict[str, Any]) -> dict[str, Any]:
+    """The same pair seen from the other side: names swapped, differences and intervals negated."""
+    flipped = dict(pair)
+    for a, b in (("first", "second"), ("first_name", "second_name")):
+        flipped[a], flipped[b] = pair.get(b), pair.get(a)
+    for a, b in (("first_only_right", "second_only_right"), ("first_seed", "second_seed")):
+        if a in pair:
+            flipped[a], flipped[b] = pair[b], pair[a]
+    if pair.get("accuracy_difference") is not None:
+        flipped["accuracy_difference"] = -pair["accuracy_difference"]
+    if pair.get("ci_low") is not None and pair.get("ci_high") is not None:
+        flipped["ci_low"], flipped["ci_high"] = -pair["ci_high"], -pair["ci_low"]
+    if "per_seed" in pair:
+        flipped["per_seed"] = [_reversed(item) for item in pair["per_seed"]]
+    return flipped
 
 
 def gains(arms: list[ArmRuns], tested: dict[str, Any] | None) -> list[dict[str, Any]]:

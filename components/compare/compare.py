@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,10 @@ def load_runs(config: CompareConfig) -> tuple[list[RunOutputs], dict[str, str]]:
     """Every run of the config, checked comparable, and their folder -> model URI pointers."""
     folders = config.folders()
     runs = [load_run(folder, f"run {index + 1}") for index, (folder, _) in enumerate(folders)]
-    for run in runs[1:]:
-        check_comparable(runs[0], run)
+    # Every pair: a run without a test-split hash must not let two others on different splits
+    # through (a check against the first run only would).
+    for first, second in itertools.combinations(runs, 2):
+        check_comparable(first, second)
     return runs, {str(Path(folder)): uri for folder, uri in folders if uri}
 
 

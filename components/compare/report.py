@@ -199,7 +199,7 @@ def headline(
         f"{describe(winner)}{best_of} {verb} {describe(other)} by {gain:+.1f} points: "
         f"{_accuracy_text(winner)} vs {_accuracy_text(other)} test accuracy."
     )
-    verdict_text = significance_text(tested, find_pair(tested, winner.key, other.key))
+    verdict_text = significance_text(tested, find_pair(tested, other.key, winner.key))
     parts = [caveat + sentence[0].upper() + sentence[1:]]
     if verdict_text:
         parts.append(verdict_text)
