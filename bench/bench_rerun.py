@@ -14,13 +14,20 @@ Run: python -m bench.bench_rerun [--quick] [--json out.json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 from bench.bench_training import WORK
-from bench.resume import Training, count, fmnist_subset, generated_weights, load_average, now
+from bench.resume import (
+    Training,
+    count,
+    generated_weights,
+    load_average,
+    now,
+    prepared_subset,
+    section_args,
+)
 
 LEARNING_RATES = (1e-3, 3e-4)
 
@@ -56,24 +63,15 @@ def one_run(dataset: str, store: Path, weights: Path, work: Path, lr: float, arg
 
 def main(argv: list[str] | None = None) -> dict:
     """The two runs, side by side; print the figures as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_rerun")
-    parser.add_argument("--quick", action="store_true", help="75 px, a tiny subset")
-    parser.add_argument("--source", default="auto", help="IDX folder; auto: Fashion-MNIST")
-    parser.add_argument("--json", default="", help="also write the figures here")
-    args = parser.parse_args(argv)
-    args.input_size = 75 if args.quick else 150
-    args.batch_size = 16 if args.quick else 32
+    args = section_args("python -m bench.bench_rerun", argv)
     args.epochs = 1 if args.quick else 2
     train, test = (40, 16) if args.quick else (1500, 300)
     root = WORK / "rerun"
-    shutil.rmtree(root / "store", ignore_errors=True)  # no features from an earlier run
-    source = fmnist_subset(args.source, root / "idx", train=train, test=test)
-    from components.common.dataset import load_manifest
-    from components.data_prep.prep import PrepConfig
-    from components.data_prep.prep import run as prep
-
     store = root / "store"
-    dataset = prep(PrepConfig(store=str(store), source=str(source))).uri
+    shutil.rmtree(store, ignore_errors=True)  # no features from an earlier run
+    from components.common.dataset import load_manifest
+
+    dataset = prepared_subset(args.source, root, store, train, test)
     splits = load_manifest(dataset).splits
     weights = generated_weights(root / "inception_v3_random.weights.h5", args.input_size)
     first, second = (

@@ -16,7 +16,6 @@ Run: python -m bench.bench_sigterm [--quick] [--json out.json]
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -26,7 +25,14 @@ import time
 from pathlib import Path
 
 from bench.bench_training import WORK
-from bench.resume import Training, fmnist_subset, generated_weights, load_average, now
+from bench.resume import (
+    Training,
+    generated_weights,
+    load_average,
+    now,
+    prepared_subset,
+    section_args,
+)
 
 GRACE_S = 15  # GKE spot: the first 15 s of the 30 s notice go to ordinary pods
 INTERVAL_S = 3600  # uploads held back: SIGTERM has the newest epoch-end state to upload
@@ -105,20 +111,13 @@ def interrupt(phase: str, dataset: str, weights: Path, work: Path, args) -> dict
 
 def main(argv: list[str] | None = None) -> dict:
     """Both phases, one process each; print the figures as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_sigterm")
-    parser.add_argument("--quick", action="store_true", help="75 px, a tiny subset")
-    parser.add_argument("--source", default="auto", help="IDX folder; auto: Fashion-MNIST")
-    parser.add_argument("--json", default="", help="also write the figures here")
-    args = parser.parse_args(argv)
-    args.input_size = 75 if args.quick else 150
-    args.batch_size = 16 if args.quick else 32
+    args = section_args("python -m bench.bench_sigterm", argv)
     root = WORK / "sigterm"
-    source = fmnist_subset(args.source, root / "idx", train=40 if args.quick else 320, test=16)
     from components.common.dataset import load_manifest
-    from components.data_prep.prep import PrepConfig
-    from components.data_prep.prep import run as prep
 
-    dataset = prep(PrepConfig(store=str(root / "store"), source=str(source))).uri
+    dataset = prepared_subset(
+        args.source, root, root / "store", train=40 if args.quick else 320, test=16
+    )
     args.train_images = load_manifest(dataset).splits["train"].count
     weights = generated_weights(root / "inception_v3_random.weights.h5", args.input_size)
     phases = [interrupt(p, dataset, weights, root / p, args) for p in ("head", "fine_tune")]

@@ -71,6 +71,32 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(gzip.compress(header + array.tobytes(), compresslevel=1))
 
 
+def section_args(prog: str, argv: list[str] | None):
+    """The options of a training-process section: --quick, --source, --json.
+
+    Sets `input_size` (150 px; quick: 75) and `batch_size` (32; quick: 16) from --quick.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--quick", action="store_true", help="75 px, a tiny subset")
+    parser.add_argument("--source", default="auto", help="IDX folder; auto: Fashion-MNIST")
+    parser.add_argument("--json", default="", help="also write the figures here")
+    args = parser.parse_args(argv)
+    args.input_size = 75 if args.quick else 150
+    args.batch_size = 16 if args.quick else 32
+    return args
+
+
+def prepared_subset(source: str, root: Path, store: Path, train: int, test: int) -> str:
+    """A Fashion-MNIST subset (fmnist_subset, in `root/idx`) prepared into `store`: its URI."""
+    from components.data_prep.prep import PrepConfig
+    from components.data_prep.prep import run as prep
+
+    folder = fmnist_subset(source, root / "idx", train=train, test=test)
+    return prep(PrepConfig(store=str(store), source=str(folder))).uri
+
+
 def fmnist_subset(source: str, out: Path, train: int, test: int) -> Path:
     """The first `train` and `test` images of an IDX folder (`auto`: Debian's Fashion-MNIST)."""
     folder = FMNIST if source == "auto" else Path(source)
