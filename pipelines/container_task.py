@@ -32,6 +32,8 @@ STATUS_FILE = "task-exit.json"
 LOG_FILE = "task.log"
 # Exit code of a task that did not start because an earlier task of the run had failed.
 NOT_STARTED = 125
+# kfp.local's folders of ParallelFor iterations, between a run folder and its loops' tasks.
+LOOP_FOLDER_PREFIX = "for-loop-"
 
 
 def task_folder(command: list[str]) -> Path | None:
@@ -72,7 +74,7 @@ def hardening() -> dict:
 def run_folder(folder: Path) -> Path:
     """The run folder of a task folder: its parent, above any ParallelFor iteration folders."""
     parent = folder.parent
-    while parent.name.startswith("for-loop-") and parent.parent != parent:
+    while parent.name.startswith(LOOP_FOLDER_PREFIX) and parent.parent != parent:
         parent = parent.parent
     return parent
 

@@ -271,7 +271,8 @@ def _task_dirs(folder: Path) -> list[Path]:
     """A run's task folders, those inside its ParallelFor iterations (for-loop-*) too."""
     found = []
     for path in sorted(path for path in folder.iterdir() if path.is_dir()):
-        found += _task_dirs(path) if path.name.startswith("for-loop-") else [path]
+        loop = path.name.startswith(container_task.LOOP_FOLDER_PREFIX)
+        found += _task_dirs(path) if loop else [path]
     return found
 
 
