@@ -61,7 +61,7 @@ def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAcc
     from components.training import data
     from components.training.callbacks import EpochSeeds
     from components.training.config import TrainConfig
-    from components.training.models import build_seed_cnn, learning_rate
+    from components.training.models import build_seed_cnn, classification_loss, learning_rate
     from components.training.resources import make_optimizer
 
     config = TrainConfig(dataset_uri=dataset, model="seed_cnn")
@@ -79,7 +79,8 @@ def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAcc
     steps = data.steps(manifest.splits["train"].count, config.batch_size)
     epochs = config.resolved_epochs
     rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, epochs * steps)
-    model.compile(make_optimizer(config.optimizer, rate), "sparse_categorical_crossentropy")
+    loss = classification_loss(config.resolved_label_smoothing, manifest.num_classes)
+    model.compile(make_optimizer(config.optimizer, rate), loss)
     splits = data.load_splits(dataset, manifest, WORK / "cache")
     train = data.per_epoch(
         splits["train"].cache(),

@@ -24,6 +24,7 @@ import numpy as np
 
 from bench.bench_training import WORK, prepare
 from bench.machine import LoadMonitor, machine_info
+from components.training.device import keep_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe"
 BATCH = 128
@@ -47,32 +48,28 @@ def split_arrays(dataset: str) -> dict:
     return {"manifest": manifest, **arrays}
 
 
-def smoothed_loss(eps: float, classes: int):
-    """Cross-entropy against labels smoothed by `eps`."""
-    import tensorflow as tf
-
-    def loss(y, p):
-        target = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), classes)
-        return keras.losses.categorical_crossentropy(target * (1 - eps) + eps / classes, p)
-
-    return loss
-
-
 def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float = 0.0,
-          aug: float = 0.0, seed: int = 42) -> dict:  # fmt: skip
-    """One recipe: per-epoch validation and test accuracy and seconds."""
-    from components.training.models import build_seed_cnn, learning_rate
+          aug: float = 0.0, seed: int = 42, warmup: float | None = None, batch: int = BATCH,
+          stop: int = 0) -> dict:  # fmt: skip
+    """One recipe: per-epoch validation and test accuracy and seconds.
+
+    `warmup`: share of the steps in linear warmup (None: the project's); `stop`: end after this
+    many epochs of the `epochs`-long schedule (0: run it all), to look at the start of a curve.
+    """
+    from components.training import models
+    from components.training.models import build_seed_cnn, classification_loss, learning_rate
 
     manifest = arrays["manifest"]
     keras.utils.set_random_seed(seed)
     model = build_seed_cnn(manifest.image_shape, manifest.num_classes, size, aug, seed)
     images, labels = arrays["train"]
-    steps = -(-len(labels) // BATCH) * epochs
-    loss = smoothed_loss(eps, manifest.num_classes) if eps else "sparse_categorical_crossentropy"
-    optimizer = keras.optimizers.Adam(learning_rate("cosine", lr, steps))
+    steps = -(-len(labels) // batch) * epochs
+    loss = classification_loss(eps, manifest.num_classes)
+    share = models.WARMUP_SHARE if warmup is None else warmup
+    optimizer = keras.optimizers.Adam(learning_rate("cosine", lr, steps, share))
     model.compile(optimizer, loss, metrics=["accuracy"])
     record = {"name": name, "size": size, "lr": lr, "epochs": epochs, "eps": eps, "aug": aug,
-              "val": [], "test": [], "seconds": []}  # fmt: skip
+              "warmup": share, "batch": batch, "val": [], "test": [], "seconds": []}  # fmt: skip
 
     class Record(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -86,7 +83,7 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
             print(name, epoch + 1, record["seconds"][-1], record["val"][-1], record["test"][-1])
 
     with LoadMonitor() as monitor:
-        model.fit(images, labels, batch_size=BATCH, epochs=epochs, verbose=0,
+        model.fit(images, labels, batch_size=batch, epochs=stop or epochs, verbose=0,
                   validation_data=arrays["validation"], callbacks=[Record()])  # fmt: skip
     record["load"] = monitor.record
     return record
@@ -101,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     from components.common.logging import configure
 
     configure("WARNING")
+    keep_freed_memory()  # as the training step does
     arrays = split_arrays(prepare(args.source, 0))
     machine = machine_info()
     path = RESULTS / f"{machine_slug(machine)}.json"

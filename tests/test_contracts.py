@@ -56,6 +56,7 @@ PIPELINE = {
     "batch_size": [(TrainConfig, "batch_size", None)],
     "optimizer": [(TrainConfig, "optimizer", None)],
     "cnn_learning_rate": [(TrainConfig, "learning_rate", "seed_cnn")],
+    "cnn_label_smoothing": [(TrainConfig, "label_smoothing", "seed_cnn")],
     "transfer_learning_rate": [(TrainConfig, "learning_rate", "inception_v3")],
     "augmentation": [(TrainConfig, "augmentation", None)],
     "cut_layer": [(TrainConfig, "cut_layer", None)],  # "": the chosen backbone's default

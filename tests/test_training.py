@@ -20,7 +20,7 @@ from components.training.callbacks import NaNGuard, StopAtAccuracy, TrainingDive
 from components.training.checkpoint import RunFlags
 from components.training.config import TrainConfig
 from components.training.evaluate import scores
-from components.training.models import build_seed_cnn, build_transfer
+from components.training.models import MODELS, build_seed_cnn, build_transfer
 from components.training.train import run
 from tests.conftest import make_idx_dataset
 
@@ -82,7 +82,9 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     assert wrong["images"].dtype == np.uint8 and wrong["images"].shape[1:] == (8, 8, 1)
     assert len(wrong["labels"]) == min(36, confusion.sum() - np.trace(confusion))
     assert np.all(wrong["labels"] != wrong["predictions"])
-    assert json.loads((out / "config.json").read_text())["input_size"] == 16
+    saved_config = json.loads((out / "config.json").read_text())
+    assert saved_config["input_size"] == 16
+    assert saved_config["label_smoothing"] == MODELS["seed_cnn"].default_label_smoothing > 0
     # Every test image's prediction, paired with its label, for compare's statistics.
     paired = TestPredictions.load(out / PREDICTIONS_FILE, 10, metrics["test_split_sha256"])
     assert paired.predictions.dtype == paired.labels.dtype == np.int64
@@ -96,6 +98,8 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     # The exported SavedModel takes raw uint8 images and agrees with the Keras model.
     images = (wrong["images"] if len(wrong["images"]) else np.zeros((2, 8, 8, 1), np.uint8))[:4]
     model = keras.models.load_model(out / "model.keras")
+    # Trained with label smoothing, exported with the plain loss: loads in any Keras.
+    assert model.loss == "sparse_categorical_crossentropy"
     expected = model.predict(images, verbose=0)
     served = serve(out / "saved_model", images)
     np.testing.assert_allclose(served, expected, atol=1e-5)

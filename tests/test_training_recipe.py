@@ -8,7 +8,7 @@ import pytest
 
 from components.common.config import ConfigError
 from components.training.config import TrainConfig
-from components.training.models import MODELS, WARMUP_SHARE, learning_rate
+from components.training.models import MODELS, WARMUP_SHARE, classification_loss, learning_rate
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_by_step():
@@ -44,3 +44,32 @@ def test_bad_schedule_or_learning_rate_is_refused():
         TrainConfig(dataset_uri="d", lr_schedule="linear")
     with pytest.raises(ConfigError, match="learning_rate"):
         TrainConfig(dataset_uri="d", learning_rate=-1.0)
+
+
+def test_label_smoothing_follows_the_model_unless_given():
+    assert TrainConfig(dataset_uri="d").resolved_label_smoothing == pytest.approx(0.1)
+    assert TrainConfig(dataset_uri="d", model="inception_v3").resolved_label_smoothing == 0.0
+    off = TrainConfig(dataset_uri="d", label_smoothing=0.0)
+    assert off.resolved_label_smoothing == 0.0 and off.to_dict()["label_smoothing"] == 0.0
+    assert TrainConfig(dataset_uri="d", label_smoothing=0.2).to_dict()["label_smoothing"] == 0.2
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(dataset_uri="d", label_smoothing=1.0)
+
+
+def test_smoothed_loss_is_cross_entropy_against_smoothed_one_hot_labels():
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(5), size=8).astype("float32")
+    labels = rng.integers(0, 5, size=(8, 1))
+    smoothing = 0.1
+    target = np.eye(5)[labels[:, 0]] * (1 - smoothing) + smoothing / 5
+    by_hand = -(target * np.log(probabilities)).sum(axis=1)
+    loss = classification_loss(smoothing, 5)
+    assert np.asarray(loss(labels, probabilities)) == pytest.approx(by_hand, rel=1e-5)
+    keras_own = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    assert float(keras_own(np.eye(5)[labels[:, 0]], probabilities)) == pytest.approx(
+        by_hand.mean(), rel=1e-5
+    )
+    assert classification_loss(0.0, 5) == "sparse_categorical_crossentropy"

@@ -24,6 +24,7 @@ def train(
     batch_size: int = 128,
     optimizer: str = "adam",
     learning_rate: float = 0.0,
+    label_smoothing: float = -1.0,
     augmentation: float = 0.0,
     cut_layer: str = "",
     fine_tune_from: str = "",
@@ -36,8 +37,9 @@ def train(
 
     `weights_uri` empty means a backbone model trains from scratch (random initialisation,
     every layer trained; `scratch` says so explicitly, see TrainConfig); 0 or empty means the
-    model's default for `input_size`, `epochs` and `cut_layer`. The dataset and weights come in
-    as content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
+    model's default for `input_size`, `epochs`, `learning_rate` and `cut_layer`, and a negative
+    `label_smoothing` the model's own. The dataset and weights come in as content-addressed
+    URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
     import atexit
@@ -82,6 +84,7 @@ def train(
             batch_size=batch_size,
             optimizer=optimizer,
             learning_rate=learning_rate,
+            label_smoothing=label_smoothing,
             augmentation=augmentation,
             cut_layer=cut_layer,
             fine_tune_from=fine_tune_from,

@@ -44,6 +44,11 @@ class TrainConfig:
         "(linear warmup over the first tenth, then cosine decay); empty: the model's default",
         choices=("", *LR_SCHEDULES),
     )
+    label_smoothing: float = option(
+        -1.0,
+        "share of each training label spread over all classes (0: off); negative: the "
+        "model's default",
+    )
     augmentation: float = option(0.0, "strength of random translate/zoom/rotate/flip; 0: off")
     cut_layer: str = option("", "backbone layer whose output feeds the head; empty: its default")
     fine_tune_from: str = option(
@@ -111,6 +116,10 @@ class TrainConfig:
         for name in (*at_least_zero, "lr_decay_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.label_smoothing < 1.0:
+            raise ConfigError(
+                f"label_smoothing must be below 1 (negative: default), got {self.label_smoothing}"
+            )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if not 0.0 <= self.target_accuracy <= 1.0:
@@ -156,6 +165,13 @@ class TrainConfig:
         return self.lr_schedule or self.spec.default_schedule
 
     @property
+    def resolved_label_smoothing(self) -> float:
+        """The label smoothing of every phase."""
+        if self.label_smoothing < 0:
+            return self.spec.default_label_smoothing
+        return self.label_smoothing
+
+    @property
     def resolved_cut_layer(self) -> str:
         """The backbone layer the head is attached to ("" for a model without a backbone)."""
         if self.spec.backbone is None:
@@ -179,6 +195,7 @@ class TrainConfig:
         values["epochs"] = self.resolved_epochs
         values["learning_rate"] = self.resolved_learning_rate
         values["lr_schedule"] = self.resolved_schedule
+        values["label_smoothing"] = self.resolved_label_smoothing
         values["cut_layer"] = self.resolved_cut_layer
         values["scratch"] = self.from_scratch
         return values

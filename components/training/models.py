@@ -39,6 +39,8 @@ class ModelSpec:
     default_learning_rate: float = 1e-3  # first-phase learning rate when none is given
     # First-phase learning-rate schedule when none is given (see LR_SCHEDULES).
     default_schedule: str = "plateau"
+    # Share of each training label spread evenly over all classes, when none is given.
+    default_label_smoothing: float = 0.0
 
     @property
     def is_transfer(self) -> bool:
@@ -79,6 +81,7 @@ MODELS: dict[str, ModelSpec] = {
         default_epochs=15,
         default_learning_rate=2e-3,
         default_schedule="cosine",
+        default_label_smoothing=0.1,
     ),
     **{name: _transfer(backbone) for name, backbone in BACKBONES.items()},
 }
@@ -280,7 +283,30 @@ def unfreeze_from(backbone, first_layer: str) -> int:
 WARMUP_SHARE = 0.1  # the cosine schedule's linear warmup, as a share of the phase's steps
 
 
-def learning_rate(schedule: str, peak: float, total_steps: int):
+SPARSE_CROSSENTROPY = "sparse_categorical_crossentropy"
+
+
+def classification_loss(label_smoothing: float, num_classes: int):
+    """Sparse categorical cross-entropy, against labels smoothed by `label_smoothing`.
+
+    Smoothing trains against (1 - s) on the true class plus s / classes on every class (Keras'
+    `CategoricalCrossentropy(label_smoothing=s)` on one-hot labels; the pipeline's labels stay
+    integers). 0: the plain loss, by name.
+    """
+    if not label_smoothing:
+        return SPARSE_CROSSENTROPY
+    import keras
+    from keras import ops
+
+    def smoothed_sparse_crossentropy(y_true, y_pred):
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        return keras.losses.categorical_crossentropy(target, y_pred)
+
+    return smoothed_sparse_crossentropy
+
+
+def learning_rate(schedule: str, peak: float, total_steps: int, warmup_share: float = WARMUP_SHARE):
     """The optimizer's learning rate: `peak` (plateau), or warmup + cosine decay over the phase.
 
     The cosine schedule is a function of the optimizer's step counter only, so a run resumed
@@ -290,7 +316,7 @@ def learning_rate(schedule: str, peak: float, total_steps: int):
         return peak
     import keras
 
-    warmup = int(WARMUP_SHARE * total_steps)
+    warmup = int(warmup_share * total_steps)
     return keras.optimizers.schedules.CosineDecay(
         0.0, max(1, total_steps - warmup), alpha=0.0, warmup_target=peak, warmup_steps=warmup
     )

@@ -24,8 +24,10 @@ from components.training.callbacks import (
 )
 from components.training.config import TrainConfig, TrainResult
 from components.training.models import (
+    SPARSE_CROSSENTROPY,
     build_seed_cnn,
     build_transfer,
+    classification_loss,
     learning_rate,
     unfreeze_from,
 )
@@ -136,7 +138,7 @@ def fit_phase(
         optimizer=make_optimizer(
             config.optimizer, learning_rate(phase_schedule(ctx, phase), lr, epochs * batches.steps)
         ),
-        loss="sparse_categorical_crossentropy",
+        loss=classification_loss(config.resolved_label_smoothing, ctx.manifest.num_classes),
         metrics=["accuracy"],
         jit_compile=ctx.runtime.jit_compile,
     )
@@ -372,7 +374,17 @@ def _train(ctx: Context, splits: dict, weights: str | None):
         # Compile (the optimizer's variables) as well as build inside the scope: with
         # several GPUs every variable must be created under MirroredStrategy.
         with ctx.runtime.strategy.scope():
-            return train(ctx, build(ctx.config, ctx.manifest, weights), splits)
+            model = train(ctx, build(ctx.config, ctx.manifest, weights), splits)
+            if ctx.config.resolved_label_smoothing:
+                # The exported model.keras records the plain loss, so it loads in any Keras
+                # without this module; the optimizer and its state are kept.
+                model.compile(
+                    optimizer=model.optimizer,
+                    loss=SPARSE_CROSSENTROPY,
+                    metrics=["accuracy"],
+                    jit_compile=ctx.runtime.jit_compile,
+                )
+            return model
     finally:
         ctx.preemption.uninstall()
 
