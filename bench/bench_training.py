@@ -98,14 +98,17 @@ def train_arrays(dataset: str):
     return manifest, np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
 
 
-def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> float:
-    """Plain Keras: `model.fit` of the step's model on in-memory arrays, its second epoch.
+def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> dict:
+    """Plain Keras: `model.fit` of the step's model on in-memory arrays, its last epoch.
 
     The model, optimizer (schedule included), loss and batch size are the training step's
-    defaults; only the input pipeline and the step's callbacks are left out.
+    defaults; only the input pipeline and the step's callbacks are left out. Returns images/s,
+    and the page faults per step and the CPU shares (user, kernel) of that epoch.
     """
+    import resource
+
     from components.training.config import TrainConfig
-    from components.training.models import build_seed_cnn, learning_rate
+    from components.training.models import build_seed_cnn, classification_loss, learning_rate
     from components.training.resources import make_optimizer
 
     manifest, images, labels = arrays
@@ -118,20 +121,66 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> float:
     steps = -(-len(labels) // config.batch_size)
     rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, steps * epochs)
     optimizer = make_optimizer(config.optimizer, rate)
-    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
-    times = EpochTimes()
+    loss = classification_loss(config.resolved_label_smoothing, manifest.num_classes)
+    model.compile(optimizer, loss, metrics=["accuracy"])
+
+    class Usage(EpochTimes):
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            self.usage = resource.getrusage(resource.RUSAGE_SELF)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            now = resource.getrusage(resource.RUSAGE_SELF)
+            self.faults = now.ru_minflt - self.usage.ru_minflt
+            self.user = now.ru_utime - self.usage.ru_utime
+            self.kernel = now.ru_stime - self.usage.ru_stime
+
+    times = Usage()
     model.fit(images, labels, batch_size=config.batch_size, epochs=epochs, callbacks=[times],
               verbose=0)  # fmt: skip
-    return len(labels) / times.seconds[-1]
+    seconds = times.seconds[-1]
+    return {
+        "images_per_s": len(labels) / seconds,
+        "page_faults_per_step": times.faults / steps,
+        "user_cores": times.user / seconds,
+        "kernel_cores": times.kernel / seconds,
+    }
 
 
-def same_run_reference(
-    dataset: str, sizes, arrays, recipe_size: int = 0, recipe_rate: float = 0.0
-) -> dict:
+def reference_process(dataset: str, size: int, glibc_default: bool) -> dict:
+    """`reference_images_per_s` in a process of its own, with the step's allocator settings
+    (`components.training.device.keep_freed_memory`) or glibc's default."""
+    from components.training.device import ALLOCATOR_ENV
+
+    env = {key: value for key, value in os.environ.items() if key != ALLOCATOR_ENV}
+    if glibc_default:
+        env[ALLOCATOR_ENV] = "1"
+    command = [sys.executable, "-m", "bench.bench_training", "--reference-child", dataset,
+               str(size)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"plain-Keras reference at {size}px failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def reference_child(dataset: str, size: int) -> None:
+    """Child of `reference_process`: print the reference's figures as one JSON line."""
+    from components.common.logging import configure
+    from components.training.device import keep_freed_memory
+
+    configure("WARNING")
+    keep_freed_memory()  # a no-op under ALLOCATOR_ENV=1, as in the training step
+    print(json.dumps(reference_images_per_s(train_arrays(dataset), size)), flush=True)
+
+
+def same_run_reference(dataset: str, sizes, recipe_size: int = 0, recipe_rate: float = 0.0) -> dict:
     """The step's steady images/s against plain Keras' at each size, measured back to back.
 
     At `recipe_size` the step's figure is `recipe_rate` (its default recipe's run); at the
-    other sizes the step runs two epochs.
+    other sizes the step runs two epochs. Plain Keras runs twice, each in its own process:
+    with the allocator settings the step uses (the like-for-like reference of the ratio), and
+    with glibc's default (what `model.fit` gets without them).
     """
     rows = {}
     for size in sorted(set(sizes)):
@@ -142,11 +191,18 @@ def same_run_reference(
                 "cnn", dataset, f"cnn-{size}px", "--epochs", "2", "--input-size", str(size)
             )
             ours = steady_images_per_s(history)
-        plain = reference_images_per_s(arrays, size)
+        same = reference_process(dataset, size, glibc_default=False)
+        default = reference_process(dataset, size, glibc_default=True)
         rows[str(size)] = {
             "ours_images_per_s": round(ours, 1),
-            "keras_fit_images_per_s": round(plain, 1),
-            "ratio": round(ours / plain, 3),
+            "keras_fit_images_per_s": round(same["images_per_s"], 1),
+            "ratio": round(ours / same["images_per_s"], 3),
+            "keras_fit_glibc_default_images_per_s": round(default["images_per_s"], 1),
+            "ratio_to_glibc_default": round(ours / default["images_per_s"], 3),
+            "page_faults_per_step": round(same["page_faults_per_step"]),
+            "page_faults_per_step_glibc_default": round(default["page_faults_per_step"]),
+            "kernel_cores": round(same["kernel_cores"], 2),
+            "kernel_cores_glibc_default": round(default["kernel_cores"], 2),
         }
     return rows
 
@@ -254,7 +310,7 @@ def reference_main(argv: list[str] | None = None) -> dict:
 
     configure("WARNING")
     dataset = prepare(args.source, 1000 if args.quick else 0)
-    reference = same_run_reference(dataset, REFERENCE_SIZES, train_arrays(dataset))
+    reference = same_run_reference(dataset, REFERENCE_SIZES)
     results = {"machine": machine_info(), "quick": args.quick, "reference": reference}
     print_table(
         "seed_cnn training images/s: training step vs plain Keras fit (same run)",
@@ -284,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = steady_images_per_s(cnn_history)
     # 0: the same-run reference, right after the recipe's run.
     size = cnn["input_size"]
-    reference = same_run_reference(dataset, [size], train_arrays(dataset), size, ours)
+    reference = same_run_reference(dataset, [size], size, ours)
     png = png_folder(dataset, "train", quick)
     blog = blog_images_per_s(png, len(cnn["class_names"]), 10 if quick else 100)
     # 3: head on features vs through the frozen backbone.
@@ -363,4 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--reference-child"]:
+        reference_child(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()

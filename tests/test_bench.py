@@ -37,6 +37,9 @@ def test_bench_quick_on_tiny_data(tmp_path: Path):
     assert sections["data"]["read_images"] == 40
     assert sections["data"]["tfdata_native_images_per_s"] > 0
     assert sections["training"]["cnn_images_per_s"] > 0
+    for row in sections["reference"]["reference"].values():  # both allocator settings ran
+        assert row["keras_fit_images_per_s"] > 0 and row["keras_fit_glibc_default_images_per_s"] > 0
+        assert row["page_faults_per_step"] >= 0
     assert 0 <= sections["training"]["cnn_test_accuracy"] <= 1
     assert sections["transfer"]["plain"]["forward"] > 0
     assert sections["memory"]["data_prep_peak_rss_gib"] > 0

@@ -140,8 +140,11 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     quiet = {**busy, "busy": False, "other_cores": 0.02}
     reference = {
         "28": {"ours_images_per_s": 900.0, "keras_fit_images_per_s": 1000.0, "ratio": 0.9},
-        "56": {"ours_images_per_s": 300.0, "keras_fit_images_per_s": 400.0, "ratio": 0.75},
-    }
+        "56": {"ours_images_per_s": 300.0, "keras_fit_images_per_s": 400.0, "ratio": 0.75,
+               "keras_fit_glibc_default_images_per_s": 200.0, "ratio_to_glibc_default": 1.5,
+               "page_faults_per_step": 3, "page_faults_per_step_glibc_default": 30000,
+               "kernel_cores": 0.02, "kernel_cores_glibc_default": 0.4},
+    }  # fmt: skip
     result = {
         "machine": {
             "cpu": "Test CPU",
@@ -206,9 +209,11 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     assert "Taken on a busy machine** (sections accuracy)" in text
     assert f"]({PLOT})" in text
     assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    row = "| 40px | 40 | 0.002 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | **busy** |"
+    row = "| 40px | 40 | 0.002 | 0.1 | 128 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | **busy** |"
     assert row in text
     assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
+    assert "glibc's default allocator instead (page faults per step 30,000 vs 3" in text
+    assert "| 300.0 | 200.0 | 1.5x |" in text
 
 
 def test_a_run_that_stops_half_way_keeps_the_earlier_figures(tmp_path, monkeypatch):
