@@ -192,9 +192,23 @@ def test_checkpoint_key_follows_the_resolved_parameters(tmp_path):
     implied = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d")
     other = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d", seed=1)
     assert explicit.checkpoint_dir == implied.checkpoint_dir != other.checkpoint_dir
+    smoothing = cnn.default_label_smoothing
+    same = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d",
+                                     label_smoothing=smoothing)  # fmt: skip
+    unsmoothed = training_artifacts.config(work=tmp_path, store="s", dataset_uri="d",
+                                           label_smoothing=0.0)  # fmt: skip
+    assert same.checkpoint_dir == implied.checkpoint_dir != unsmoothed.checkpoint_dir
     assert implied.checkpoint_dir.startswith("s/checkpoints/") and implied.output_dir.startswith(
         str(tmp_path)
     )
+
+
+def test_every_training_parameter_but_the_store_and_interval_is_in_the_checkpoint_key():
+    # A parameter the task takes but the key leaves out lets a run with another value resume
+    # from this one's checkpoint.
+    exempt = {"store", "checkpoint_interval"}  # where, and how often: not what
+    taken = set(parameters(training_component.make())) - exempt
+    assert taken <= set(training_artifacts.CHECKPOINT_KEYS), taken
 
 
 def _imports(path: Path) -> set[str]:

@@ -29,6 +29,7 @@ CHECKPOINT_KEYS = (
     "optimizer",
     "learning_rate",
     "lr_schedule",
+    "label_smoothing",
     "augmentation",
     "cut_layer",
     "fine_tune_from",
