@@ -158,6 +158,19 @@ def test_models_build_with_the_right_shapes_and_no_nans():
     assert "augment" in [layer.name for layer in augmented.layers]
 
 
+def test_the_exported_model_serves_without_augmentation(tmp_path):
+    # Keras' random layers default to training=True when called without a flag, as the
+    # export traces them; the SavedModel must predict as the Keras model does, every time.
+    from components.training.outputs import export_saved_model
+
+    model = build_seed_cnn((28, 28, 1), 10, 28, augmentation=2.0, seed=1)
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    export_saved_model(model, tmp_path / "saved_model", (28, 28, 1))
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(serve(tmp_path / "saved_model", images), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(tmp_path / "saved_model", images), expected, atol=1e-5)
+
+
 def test_scores_per_class_and_confusion():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32)
     labels = np.array([0, 1, 1, 1])

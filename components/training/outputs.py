@@ -100,11 +100,20 @@ def clean(value):
 
 
 def export_saved_model(model, path: Path, image_shape: tuple[int, int, int]) -> None:
-    """SavedModel whose `serving_default` takes raw uint8 images [batch, H, W, C]."""
+    """SavedModel whose `serving_default` takes raw uint8 images [batch, H, W, C].
+
+    The endpoint calls the model with training=False: `model.export` calls it without the flag,
+    and Keras' random augmentation layers then default to training mode, so a model trained
+    with augmentation would serve randomly shifted, zoomed and flipped predictions.
+    """
+    import keras
     import tensorflow as tf
 
     signature = [tf.TensorSpec([None, *image_shape], tf.uint8, name="image")]
-    model.export(str(path), format="tf_saved_model", input_signature=signature, verbose=False)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda image: model(image, training=False), signature)
+    archive.write_out(str(path), verbose=False)
 
 
 def write_all(
