@@ -60,15 +60,16 @@ def keep_freed_memory() -> bool:
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 
-def setup() -> Runtime:
+def setup(keep_memory: bool = True) -> Runtime:
     """GPU: mixed_float16 and XLA, MirroredStrategy with more than one GPU. CPU: all off.
 
-    Also makes glibc keep freed memory (`keep_freed_memory`), before the first step allocates.
+    With `keep_memory`, also makes glibc keep freed memory (`keep_freed_memory`), before the
+    first step allocates.
     """
     import keras
     import tensorflow as tf
 
-    kept = keep_freed_memory()
+    kept = keep_memory and keep_freed_memory()
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
