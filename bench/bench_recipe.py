@@ -1,14 +1,16 @@
 """Recipe search for the seed CNN: plain Keras on in-memory arrays, selected on validation.
 
 Each trial trains the seed architecture (components.training.models.build_seed_cnn, unchanged)
-with Adam, linear warmup over the first tenth of the steps then cosine decay, batch 128, on the
-project's prepared Fashion-MNIST (train 54,000 / validation 6,000 / test 10,000). After every
+with Adam, linear warmup (by default over the first tenth of the steps) then cosine decay, batch
+128 unless given, with the training step's allocator settings, on the project's prepared
+Fashion-MNIST (train 54,000 / validation 6,000 / test 10,000). After every
 epoch it records the validation accuracy (what the choice is made on), the test accuracy (only
 reported, never used to choose) and the epoch's seconds. Writes
 `bench/results/recipe/<machine>.json`; the report renders it.
 
 Run: python -m bench.bench_recipe '[{"name": "40px", "size": 40, "lr": 0.002, "epochs": 15}]'
-Trial keys: name, size, lr, epochs; optional eps (label smoothing), aug (augmentation strength).
+Trial keys: name, size, lr, epochs; optional eps (label smoothing), aug (augmentation strength),
+warmup (share of the steps), batch, stop (end after this many epochs of the schedule), seed.
 """
 
 from __future__ import annotations

@@ -61,12 +61,14 @@ def load_note(result: dict) -> str:
         for name, load in loads.items()
     ]  # fmt: skip
     busy = [name for name, load in loads.items() if load and load["busy"]]
+    unknown = [name for name, load in loads.items() if not load]
     text = (
         f"\n**Taken on a busy machine** (sections {', '.join(busy)}): other processes used the "
         "cores too, so the absolute speeds and times are lower than this machine's; ratios "
         "measured back to back suffer less, accuracies not at all.\n"
         if busy
-        else "\nTaken on a quiet machine.\n"
+        else "\nTaken on a quiet machine"
+        + (f" where recorded (not recorded: {', '.join(unknown)}).\n" if unknown else ".\n")
     )
     return text + "\n" + table(
         ["section", "machine", "cores used by other processes", "load before",
@@ -282,14 +284,15 @@ GOAL_NOTES = """
   quiet host of the same kind. Ratios
   within one section (against the blog, against plain Keras) cancel that out; "seconds to 0.90"
   does not, so the time-to-accuracy table also gives the epochs.
-- **Head on cached features >= 20x faster per epoch than through the frozen backbone: missed,
-  and out of reach on a CPU with this head.** The head the experiment fixes (Flatten of mixed7's
-  7x7x768 map, Dense 1024: 38.5M parameters) costs about 0.12 GMAC per image forward and three
-  times that to train, against about 0.92 GMAC for the frozen backbone's forward pass at
-  150x150. The per-epoch ratio is therefore bounded near (0.92 + 0.36) / 0.36, about 3.5x, by
-  arithmetic alone; the cache still removes the backbone from every epoch after the first, which
-  is what makes the transfer step affordable at all on a CPU. A pooled head would change the
-  bound, but it would not be the blog's model.
+- **Head on cached features >= 20x faster per epoch than through the frozen backbone: missed.**
+  The head the experiment fixes (Flatten of mixed7's 7x7x768 map, Dense 1024: 38.5M
+  parameters) costs about 0.12 GMAC per image forward and three times that to train, against
+  about 0.92 GMAC for the frozen backbone's forward pass at 150x150: by multiply-adds alone the
+  ratio would stay near (0.92 + 0.36) / 0.36, about 3.5x. Measured on the quiet run it is 9.2x
+  (2.4x when the cores were shared), so on this CPU the backbone's pass gets far fewer
+  multiply-adds per second than the dense head. 20x would need a lighter head (pooled
+  features), which would not be the blog's model; the cache still removes the backbone from
+  every epoch after the first.
 - **GPU goals** (seed_cnn >= 20,000 images/s, frozen mixed7 at 150x150 >= 8,000 images/s, all
   70,000 features in < 10 s, mixed precision + XLA against fp32): not measured, no GPU on the
   machines above. `make bench` measures them where `nvidia-smi` finds one.

@@ -235,3 +235,14 @@ def test_a_run_that_stops_half_way_keeps_the_earlier_figures(tmp_path, monkeypat
         bench_main.main(["--quick", "--results-dir", str(tmp_path)])
     sections = json.loads(path.read_text())["sections"]
     assert sections["first"]["figure"] == 2 and sections["second"] == {"figure": 1}
+
+
+def test_a_quiet_run_names_the_sections_whose_load_was_not_recorded():
+    from bench.report import load_note
+
+    quiet = {"busy": False, "other_cores": 0.0, "loadavg_before": [0.1, 0.1, 0.1],
+             "loadavg_during_mean": 2.0, "loadavg_during_max": 2.5, "cores": 2}  # fmt: skip
+    mixed = {"sections": {"training": {"load": quiet}, "data": {}}}
+    assert "Taken on a quiet machine where recorded (not recorded: data)." in load_note(mixed)
+    whole = {"sections": {"training": {"load": quiet}}}
+    assert "Taken on a quiet machine.\n" in load_note(whole)

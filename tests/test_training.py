@@ -113,10 +113,13 @@ def test_transfer_trains_on_cached_features_and_exports(tmp_path, inception_weig
     dataset = prep(PrepConfig(store=gcs_bucket, source=str(source))).uri
     weights = f"{gcs_bucket}/weights/abc/inception_v3_notop.weights.h5"
     storage.upload_file(inception_weights, weights)
-    result = run(config(dataset, tmp_path, weights_uri=weights, **TRANSFER))
+    # Label smoothing on: the head trains on features, and the full model is saved with the
+    # plain loss although it was never compiled itself.
+    result = run(config(dataset, tmp_path, weights_uri=weights, label_smoothing=0.1, **TRANSFER))
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
     assert result.pretrained and metrics["pretrained"] is True
+    assert json.loads((out / "config.json").read_text())["label_smoothing"] == 0.1
     assert metrics["weights_sha256"] == file_digest(inception_weights)
     assert metrics["dataset_uri"].startswith("gs://")
     assert metrics["feature_seconds"] > 0  # the head trained on cached features

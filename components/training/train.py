@@ -377,9 +377,10 @@ def _train(ctx: Context, splits: dict, weights: str | None):
             model = train(ctx, build(ctx.config, ctx.manifest, weights), splits)
             if ctx.config.resolved_label_smoothing:
                 # The exported model.keras records the plain loss, so it loads in any Keras
-                # without this module; the optimizer and its state are kept.
+                # without this module; the optimizer and its state are kept. A transfer model
+                # whose head trained on cached features was never compiled itself.
                 model.compile(
-                    optimizer=model.optimizer,
+                    optimizer=getattr(model, "optimizer", None),
                     loss=SPARSE_CROSSENTROPY,
                     metrics=["accuracy"],
                     jit_compile=ctx.runtime.jit_compile,
