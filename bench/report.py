@@ -279,9 +279,9 @@ GOAL_NOTES = """
 - **Absolute times hold for the host's speed at the time.** The load columns see only the
   machine's own processes. On a virtual machine the host's other guests can take CPU time
   without any sign inside (the steal counter stays at 0 on these machines): with nothing else
-  running, plain Keras `fit` of the seed CNN at 40 px measured 1,130 to 1,470 images/s in
-  successive runs within an hour, against about 3,200 (17 s per epoch of 54,000 images) on a
-  quiet host of the same kind. Ratios
+  running, plain Keras `fit` of the seed CNN at 40 px measured 1,130 to 1,670 images/s across
+  the runs of one day (short probes and this report's reference), against about 3,200 (17 s
+  per epoch of 54,000 images) on a quiet host of the same kind. Ratios
   within one section (against the blog, against plain Keras) cancel that out; "seconds to 0.90"
   does not, so the time-to-accuracy table also gives the epochs.
 - **Head on cached features >= 20x faster per epoch than through the frozen backbone: missed.**
