@@ -103,7 +103,7 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> dict:
 
     The model, optimizer (schedule included), loss and batch size are the training step's
     defaults; only the input pipeline and the step's callbacks are left out. Returns images/s,
-    and the page faults per step and the CPU shares (user, kernel) of that epoch.
+    and the page faults per step and the kernel's share of the CPU in that epoch.
     """
     import resource
 
@@ -133,7 +133,6 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> dict:
             super().on_epoch_end(epoch, logs)
             now = resource.getrusage(resource.RUSAGE_SELF)
             self.faults = now.ru_minflt - self.usage.ru_minflt
-            self.user = now.ru_utime - self.usage.ru_utime
             self.kernel = now.ru_stime - self.usage.ru_stime
 
     times = Usage()
@@ -143,7 +142,6 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> dict:
     return {
         "images_per_s": len(labels) / seconds,
         "page_faults_per_step": times.faults / steps,
-        "user_cores": times.user / seconds,
         "kernel_cores": times.kernel / seconds,
     }
 

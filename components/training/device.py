@@ -45,9 +45,8 @@ def keep_freed_memory() -> bool:
     3 million page faults per 100 steps at 56 px and a quarter of the CPU time in the kernel.
     Without mmap, with the heap kept up to 1 GiB above need, the faults stop after the first
     steps, for about 0.2 GiB more peak RSS; the speed gained depends on the machine's load
-    (docs/steps.md, "Memory"). Process-wide, for the
-    allocations that follow; a no-op where the C library is not glibc. Returns whether the
-    settings were applied.
+    (docs/steps.md, "Memory"). Process-wide, for the allocations that follow; a no-op where the
+    C library is not glibc. Returns whether the settings were applied.
     """
     if os.environ.get(ALLOCATOR_ENV) == "1":
         return False
