@@ -61,26 +61,15 @@ def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAcc
     from components.training import data
     from components.training.callbacks import EpochSeeds
     from components.training.config import TrainConfig
-    from components.training.models import build_seed_cnn, classification_loss, learning_rate
-    from components.training.resources import make_optimizer
+    from components.training.train import build, compile_model
 
     config = TrainConfig(dataset_uri=dataset, model="seed_cnn")
     manifest = load_manifest(dataset)
     keras.utils.set_random_seed(config.seed)
-    model = build_seed_cnn(
-        manifest.image_shape,
-        manifest.num_classes,
-        config.resolved_input_size,
-        config.augmentation,
-        config.seed,
-        config.dense_units,
-        config.dropout_rate,
-    )
+    model = build(config, manifest, None)
     steps = data.steps(manifest.splits["train"].count, config.batch_size)
     epochs = config.resolved_epochs
-    rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, epochs * steps)
-    loss = classification_loss(config.resolved_label_smoothing, manifest.num_classes)
-    model.compile(make_optimizer(config.optimizer, rate), loss)
+    compile_model(model, config, manifest.num_classes, epochs * steps)
     splits = data.load_splits(dataset, manifest, WORK / "cache")
     train = data.per_epoch(
         splits["train"].cache(),

@@ -108,21 +108,14 @@ def reference_images_per_s(arrays, input_size: int, epochs: int = 2) -> dict:
     import resource
 
     from components.training.config import TrainConfig
-    from components.training.models import build_seed_cnn, classification_loss, learning_rate
-    from components.training.resources import make_optimizer
+    from components.training.train import build, compile_model
 
     manifest, images, labels = arrays
     config = TrainConfig(dataset_uri="-", input_size=input_size)
     keras.utils.set_random_seed(config.seed)
-    model = build_seed_cnn(
-        manifest.image_shape, manifest.num_classes, input_size, config.augmentation, config.seed,
-        config.dense_units, config.dropout_rate,
-    )  # fmt: skip
+    model = build(config, manifest, None)
     steps = -(-len(labels) // config.batch_size)
-    rate = learning_rate(config.resolved_schedule, config.resolved_learning_rate, steps * epochs)
-    optimizer = make_optimizer(config.optimizer, rate)
-    loss = classification_loss(config.resolved_label_smoothing, manifest.num_classes)
-    model.compile(optimizer, loss, metrics=["accuracy"])
+    compile_model(model, config, manifest.num_classes, steps * epochs)
 
     class Usage(EpochTimes):
         def on_epoch_begin(self, epoch, logs=None):

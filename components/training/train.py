@@ -90,6 +90,30 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
     return built
 
 
+def compile_model(
+    model,
+    config: TrainConfig,
+    num_classes: int,
+    total_steps: int,
+    schedule: str | None = None,
+    lr: float | None = None,
+    jit_compile: bool | str = False,
+) -> None:
+    """Compile `model` with the config's recipe: optimizer, learning rate over `total_steps`, loss.
+
+    `schedule` and `lr` default to the config's (a fine-tuning phase passes its own). The benches
+    compile through this too, so their references train with the step's recipe by construction.
+    """
+    schedule = schedule or config.resolved_schedule
+    lr = config.resolved_learning_rate if lr is None else lr
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, learning_rate(schedule, lr, total_steps)),
+        loss=classification_loss(config.resolved_label_smoothing, num_classes),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
 @dataclass(frozen=True)
 class PhaseData:
     """One phase's data: training batches for any epoch range, and the validation batches."""
@@ -134,12 +158,13 @@ def fit_phase(
 ) -> None:
     """Compile and fit one phase with every callback; resume it exactly from its checkpoint."""
     config = ctx.config
-    model.compile(
-        optimizer=make_optimizer(
-            config.optimizer, learning_rate(phase_schedule(ctx, phase), lr, epochs * batches.steps)
-        ),
-        loss=classification_loss(config.resolved_label_smoothing, ctx.manifest.num_classes),
-        metrics=["accuracy"],
+    compile_model(
+        model,
+        config,
+        ctx.manifest.num_classes,
+        epochs * batches.steps,
+        schedule=phase_schedule(ctx, phase),
+        lr=lr,
         jit_compile=ctx.runtime.jit_compile,
     )
     flags = checkpoint.RunFlags()
