@@ -10,7 +10,9 @@ reported, never used to choose) and the epoch's seconds. Writes
 
 Run: python -m bench.bench_recipe '[{"name": "40px", "size": 40, "lr": 0.002, "epochs": 15}]'
 Trial keys: name, size, lr, epochs; optional eps (label smoothing), aug (augmentation strength),
-warmup (share of the steps), batch, stop (end after this many epochs of the schedule), seed.
+warmup (share of the steps), batch, stop (end after this many epochs of the schedule), seed,
+ema (momentum of an exponential moving average of the weights, evaluated in their place; 0: none),
+wd (decoupled weight decay).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def split_arrays(dataset: str) -> dict:
 
 def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float = 0.0,
           aug: float = 0.0, seed: int = 42, warmup: float | None = None, batch: int = BATCH,
-          stop: int = 0) -> dict:  # fmt: skip
+          stop: int = 0, ema: float = 0.0, wd: float = 0.0) -> dict:  # fmt: skip
     """One recipe: per-epoch validation and test accuracy and seconds.
 
     `warmup`: share of the steps in linear warmup (None: the project's); `stop`: end after this
@@ -68,10 +70,14 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
     steps = -(-len(labels) // batch) * epochs
     loss = classification_loss(eps, manifest.num_classes)
     share = models.WARMUP_SHARE if warmup is None else warmup
-    optimizer = keras.optimizers.Adam(learning_rate("cosine", lr, steps, share))
+    optimizer = keras.optimizers.Adam(
+        learning_rate("cosine", lr, steps, share), weight_decay=wd or None,
+        use_ema=bool(ema), ema_momentum=ema or 0.99,
+    )  # fmt: skip
     model.compile(optimizer, loss, metrics=["accuracy"])
     record = {"name": name, "size": size, "lr": lr, "epochs": epochs, "eps": eps, "aug": aug,
-              "warmup": share, "batch": batch, "val": [], "test": [], "seconds": []}  # fmt: skip
+              "warmup": share, "batch": batch, "ema": ema, "wd": wd, "val": [], "test": [],
+              "seconds": []}  # fmt: skip
 
     class Record(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -86,7 +92,9 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
 
     with LoadMonitor() as monitor:
         model.fit(images, labels, batch_size=batch, epochs=stop or epochs, verbose=0,
-                  validation_data=arrays["validation"], callbacks=[Record()])  # fmt: skip
+                  validation_data=arrays["validation"],
+                  callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] * bool(ema)
+                  + [Record()])  # fmt: skip
     record["load"] = monitor.record
     return record
 

@@ -231,6 +231,16 @@ def render_result(result: dict, plot: str | None = None) -> str:
     return "".join(out)
 
 
+def extras(trial: dict) -> str:
+    """A trial's settings beyond the table's columns: weight averaging, weight decay."""
+    parts = []
+    if trial.get("ema"):
+        parts.append(f"weights' EMA {trial['ema']} (evaluated)")
+    if trial.get("wd"):
+        parts.append(f"weight decay {trial['wd']}")
+    return ", ".join(parts)
+
+
 def render_recipe(result: dict) -> str:
     """The seed CNN's recipe search (bench/bench_recipe.py): one row per trial."""
     rows = []
@@ -240,7 +250,7 @@ def render_recipe(result: dict) -> str:
         machine = "not recorded" if not load else ("**busy**" if load["busy"] else "quiet")
         rows.append([
             t["name"], t["size"], t["lr"], t.get("warmup", 0.1), t.get("batch", 128),
-            t["eps"] or "", t["aug"] or "", f"{len(t['val'])} of {t['epochs']}",
+            t["eps"] or "", t["aug"] or "", extras(t), f"{len(t['val'])} of {t['epochs']}",
             t["val"][-1] if t["val"] else "",
             max(t["val"], default=""), t["test"][-1] if t["test"] else "",
             reached or "not reached",
@@ -258,7 +268,7 @@ def render_recipe(result: dict) -> str:
         "epoch hold for the load recorded.\n\n"
         + table(
             ["trial", "input px", "peak LR", "warmup share", "batch", "label smoothing",
-             "augmentation", "epochs run",
+             "augmentation", "also", "epochs run",
              "final val acc", "best val acc", "final test acc", "first epoch with test >= 0.90",
              "s/epoch", "machine"],
             rows,

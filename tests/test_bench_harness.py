@@ -201,7 +201,8 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     trial = {"name": "40px", "size": 40, "lr": 0.002, "epochs": 3, "eps": 0.0, "aug": 0.0,
              "val": [0.85, 0.89, 0.91], "test": [0.84, 0.9, 0.905], "seconds": [20.0, 20.0, 20.0],
              "load": busy}  # fmt: skip
-    recipe = {"machine": result["machine"], "version": "abc", "trials": [trial]}
+    averaged = {**trial, "name": "40px-ema", "ema": 0.999, "wd": 0.004, "load": quiet}
+    recipe = {"machine": result["machine"], "version": "abc", "trials": [trial, averaged]}
     (results / "recipe" / "test.json").write_text(json.dumps(recipe))
     report = tmp_path / "docs" / "BENCHMARKS.md"
     write_report(results, report)
@@ -209,9 +210,11 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     assert "Taken on a busy machine** (sections accuracy)" in text
     assert f"]({PLOT})" in text
     assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    row = "| 40px | 40 | 0.002 | 0.1 | 128 |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 |"
-    row += " **busy** |"
-    assert row in text
+    row = "| 40px | 40 | 0.002 | 0.1 | 128 |  |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 |"
+    assert row + " **busy** |" in text
+    also = "| weights' EMA 0.999 (evaluated), weight decay 0.004 |"
+    assert "| 40px-ema | 40 | 0.002 | 0.1 | 128 |  |  " + also in text
+    assert also + " 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | quiet |" in text
     assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
     assert "glibc's default allocator instead (page faults per step 30,000 vs 3" in text
     assert "| 300.0 | 200.0 | 1.5x |" in text
