@@ -73,3 +73,31 @@ def test_smoothed_loss_is_cross_entropy_against_smoothed_one_hot_labels():
         by_hand.mean(), rel=1e-5
     )
     assert classification_loss(0.0, 5) == "sparse_categorical_crossentropy"
+
+
+def test_early_stopping_leaves_a_cosine_phase_to_its_end_unless_asked():
+    from types import SimpleNamespace
+
+    from components.training.checkpoint import RunFlags
+    from components.training.config import DEFAULT_PATIENCE
+    from components.training.train import phase_callbacks
+
+    cosine = TrainConfig(dataset_uri="d")  # the seed CNN's default schedule
+    plateau = TrainConfig(dataset_uri="d", lr_schedule="plateau")
+    given = TrainConfig(dataset_uri="d", patience=2)
+    assert (cosine.to_dict()["patience"], plateau.to_dict()["patience"]) == (0, DEFAULT_PATIENCE)
+
+    def early_stopping(config: TrainConfig, phase: str) -> int | None:
+        splits = {"train": SimpleNamespace(count=10)}
+        ctx = SimpleNamespace(
+            config=config, history={"phase": []}, manifest=SimpleNamespace(splits=splits)
+        )
+        _, resumables, _ = phase_callbacks(ctx, phase, 1e-3, RunFlags())
+        stopper = resumables.get("early_stopping")
+        return None if stopper is None else stopper.patience
+
+    assert early_stopping(cosine, "head") is None
+    assert early_stopping(cosine, "fine_tune") == DEFAULT_PATIENCE  # phase two: plateau
+    assert early_stopping(plateau, "head") == DEFAULT_PATIENCE
+    assert early_stopping(given, "head") == early_stopping(given, "fine_tune") == 2
+    assert early_stopping(TrainConfig(dataset_uri="d", patience=0), "fine_tune") is None

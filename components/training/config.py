@@ -10,6 +10,7 @@ from components.training.models import LR_SCHEDULES, MODELS, ModelSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 FEATURE_DTYPES = ("float16", "float32")
+DEFAULT_PATIENCE = 4  # early stopping's, in a phase on the plateau schedule
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,11 @@ class TrainConfig:
         "", "store URI or folder sharing pretrained-backbone features across runs; empty: none"
     )
     cache_dir: str = option("", "local scratch: shards, weights, features; empty: a temp dir")
-    patience: int = option(4, "early stopping: epochs without val_loss improvement; 0: off")
+    patience: int = option(
+        -1,
+        "early stopping: epochs without val_loss improvement; 0: off; negative: 4 in a phase "
+        "on the plateau schedule, off on the cosine schedule (its length is the schedule's)",
+    )
     lr_decay_patience: int = option(2, "epochs without improvement before the LR drops 3x; 0: off")
     target_accuracy: float = option(0.0, "stop once training accuracy reaches this; 0: off")
     feature_cache: bool = option(True, "train the head on backbone features computed per image")
@@ -110,7 +115,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     def _check_ranges(self) -> None:
-        at_least_zero = ("epochs", "augmentation", "fine_tune_epochs", "patience", "num_classes")
+        at_least_zero = ("epochs", "augmentation", "fine_tune_epochs", "num_classes")
         at_least_zero += ("learning_rate",)
         at_least_zero += ("checkpoint_interval", "cache_ram_mb")
         for name in (*at_least_zero, "lr_decay_patience"):
@@ -171,6 +176,17 @@ class TrainConfig:
             return self.spec.default_label_smoothing
         return self.label_smoothing
 
+    def patience_for(self, schedule: str) -> int:
+        """Early stopping's patience in a phase on `schedule` (0: no early stopping).
+
+        A cosine schedule decays to zero over a fixed length, and its last epochs, at the
+        smallest rates, are where it gains most: stopping on a mid-schedule plateau of val_loss
+        would restore a model from before the decay. So by default it runs to its end.
+        """
+        if self.patience >= 0:
+            return self.patience
+        return 0 if schedule == "cosine" else DEFAULT_PATIENCE
+
     @property
     def resolved_cut_layer(self) -> str:
         """The backbone layer the head is attached to ("" for a model without a backbone)."""
@@ -196,6 +212,7 @@ class TrainConfig:
         values["learning_rate"] = self.resolved_learning_rate
         values["lr_schedule"] = self.resolved_schedule
         values["label_smoothing"] = self.resolved_label_smoothing
+        values["patience"] = self.patience_for(self.resolved_schedule)  # the first phase's
         values["cut_layer"] = self.resolved_cut_layer
         values["scratch"] = self.from_scratch
         return values

@@ -146,9 +146,10 @@ def phase_callbacks(ctx: Context, phase: str, lr: float, flags: checkpoint.RunFl
         resumables["reduce_lr"] = checkpoint.ResumableReduceLROnPlateau(
             monitor="val_loss", factor=1 / 3, patience=config.lr_decay_patience, min_lr=lr / 100
         )
-    if config.patience:
+    patience = config.patience_for(phase_schedule(ctx, phase))
+    if patience:
         resumables["early_stopping"] = checkpoint.ResumableEarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
+            monitor="val_loss", patience=patience, restore_best_weights=True
         )
     return [*callbacks, *resumables.values()], resumables, nan_guard
 
