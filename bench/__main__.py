@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path}")
     if refused:
         print(
-            f"busy machine: the quiet figures of {refused} were kept; this run's are in "
+            f"busy machine or slower host: the quiet figures of {refused} were kept; this "
+            f"run's are in "
             f"{folder / 'refused' / path.name} (--allow-busy replaces them)",
             file=sys.stderr,
         )

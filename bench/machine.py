@@ -72,6 +72,32 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> str:
 BUSY_OTHER_CORES = 0.25
 BUSY_LOAD_MARGIN = 1.0
 SAMPLE_S = 5.0  # load average sampling period during a section
+# A virtual machine's host can slow it without any sign in /proc/stat (steal stays at 0 on some
+# hypervisors). The CPU probe times a fixed single-threaded workload before and after each
+# section; a section whose probe took SLOWER_HOST times the kept quiet figures' probe ran on a
+# slower host, and does not replace them either.
+SLOWER_HOST = 1.25
+PROBE_LOOPS = 200_000
+PROBE_REPEATS = 7
+
+
+def cpu_probe_ms(loops: int = PROBE_LOOPS, repeats: int = PROBE_REPEATS) -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop: the median of `repeats`.
+
+    Taken when the benchmark itself is idle (at a section's edges), it measures what a core gives
+    this process at the time; a host busy with other guests shows as a longer time.
+    """
+    import statistics
+    import time
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(loops):
+            total += i * i
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1000, 2)
 
 
 def _proc_stat_busy_s() -> float | None:
@@ -109,7 +135,7 @@ class LoadMonitor:
 
     Before: the 1/5/15-minute load averages. During: load averages sampled every SAMPLE_S
     seconds (mean and max), and the cores used on average by processes other than this one
-    and its children.
+    and its children. Before and after: the CPU probe (`cpu_probe_ms`), for the host's speed.
     """
 
     def __init__(self, sample_s: float = SAMPLE_S):
@@ -129,6 +155,7 @@ class LoadMonitor:
     def __enter__(self) -> LoadMonitor:
         import time
 
+        self._probe_before = cpu_probe_ms()
         self._before = os.getloadavg()
         self._wall = time.perf_counter()
         self._busy = _proc_stat_busy_s()
@@ -156,6 +183,7 @@ class LoadMonitor:
             "own_cores": round(own / wall, 2) if wall > 0 else None,
             "other_cores": None if other is None else round(other, 2),
             "seconds": round(wall, 1),
+            "cpu_probe_ms": [self._probe_before, cpu_probe_ms()],
         }
         self.record["busy"] = judge(self.record, self.cores)
 
@@ -172,7 +200,9 @@ def refused_sections(old: dict | None, new: dict, allow_busy: bool) -> list[str]
     """Sections of `new` that must not replace `old`'s: busy figures over quiet ones.
 
     A section of `old` counts as quiet only when its load was recorded and not busy; figures
-    with no load record (older runs) may be replaced. `allow_busy` lifts the refusal.
+    with no load record (older runs) may be replaced. New figures that are quiet inside the
+    machine are refused too when their CPU probe shows a slower host than the old figures' (see
+    `slower_host`). `allow_busy` lifts the refusal.
     """
     if allow_busy or not old:
         return []
@@ -181,6 +211,20 @@ def refused_sections(old: dict | None, new: dict, allow_busy: bool) -> list[str]
         previous = old.get("sections", {}).get(name)
         old_load = (previous or {}).get("load")
         new_load = section.get("load") or {}
-        if old_load is not None and not old_load.get("busy") and new_load.get("busy", True):
+        if old_load is None or old_load.get("busy"):
+            continue
+        if new_load.get("busy", True) or slower_host(old_load, new_load):
             refused.append(name)
     return refused
+
+
+def slower_host(old_load: dict, new_load: dict) -> bool:
+    """Whether the new load record's CPU probe took SLOWER_HOST times the old one's or more.
+
+    Each record's slowest probe (before or after its section) counts; without a probe in both
+    records nothing can be said (False).
+    """
+    old_probe, new_probe = old_load.get("cpu_probe_ms"), new_load.get("cpu_probe_ms")
+    if not old_probe or not new_probe:
+        return False
+    return max(new_probe) >= SLOWER_HOST * max(old_probe)

@@ -8,6 +8,8 @@ import re
 import statistics
 from pathlib import Path
 
+from bench.machine import SLOWER_HOST
+
 FMNIST_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 BLOG = {"CNN from scratch (blog)": 0.70, "InceptionV3 transfer, pretrained (blog)": 0.80}
 
@@ -56,8 +58,9 @@ def load_note(result: dict) -> str:
         return "\nMachine load: not recorded for this run.\n"
     rows = [
         [name, "**busy**" if load["busy"] else "quiet", load["other_cores"],
-         load["loadavg_before"][0], load["loadavg_during_mean"], load["loadavg_during_max"]]
-        if load else [name, "not recorded", "", "", "", ""]
+         load["loadavg_before"][0], load["loadavg_during_mean"], load["loadavg_during_max"],
+         ", ".join(str(v) for v in load.get("cpu_probe_ms") or []) or "not recorded"]
+        if load else [name, "not recorded", "", "", "", "", ""]
         for name, load in loads.items()
     ]  # fmt: skip
     busy = [name for name, load in loads.items() if load and load["busy"]]
@@ -72,7 +75,7 @@ def load_note(result: dict) -> str:
     )
     return text + "\n" + table(
         ["section", "machine", "cores used by other processes", "load before",
-         "load during (mean)", "load during (max)"],
+         "load during (mean)", "load during (max)", "CPU probe, ms (before, after)"],
         rows,
     )  # fmt: skip
 
@@ -288,7 +291,8 @@ GOAL_NOTES = """
   says met or missed, computed from the measured figure.
 - **Absolute times hold for the host's speed at the time.** The load columns see only the
   machine's own processes. On a virtual machine the host's other guests can take CPU time
-  without any sign inside (the steal counter stays at 0 on these machines): with nothing else
+  without any sign inside (the steal counter stays at 0 on these machines; the CPU probe
+  column shows it where recorded): with nothing else
   running, plain Keras `fit` of the seed CNN at 40 px measured 1,130 to 1,670 images/s across
   the runs of one day (short probes and this report's reference), against about 3,200 (17 s
   per epoch of 54,000 images) on a quiet host of the same kind. Ratios
@@ -324,8 +328,11 @@ def write_report(results_dir: Path, report: Path) -> None:
         "and during its run; it counts as busy when other processes used more than a quarter of "
         "a core on average (/proc/stat's busy time minus the benchmark's own CPU time), or, "
         "without /proc/stat, when the 1-minute load average exceeded the core count by more "
-        "than 1. A busy run's figures never replace a quiet run's unless `--allow-busy` is "
-        "given.\n",
+        "than 1. Before and after each section a CPU probe times a fixed single-threaded loop "
+        "(`bench.machine.cpu_probe_ms`): a host busy with other guests slows it without any "
+        "sign in /proc/stat. A busy run's figures never replace a quiet run's, nor do figures "
+        f"whose probe took {SLOWER_HOST} times the kept figures' or longer, unless "
+        "`--allow-busy` is given.\n",
     ]
     with_curves = [r for r in results if r["sections"].get("accuracy", {}).get("ours", {}).get(
         "curve")]  # fmt: skip

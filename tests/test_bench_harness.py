@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.machine import BUSY_LOAD_MARGIN, BUSY_OTHER_CORES, judge, refused_sections
+from bench.machine import (
+    BUSY_LOAD_MARGIN,
+    BUSY_OTHER_CORES,
+    SLOWER_HOST,
+    judge,
+    refused_sections,
+)
 from bench.workdirs import REPO, complete_folder, keyed_folder, path_free
 from components.common.dataset import load_manifest
 from components.data_prep.prep import PrepConfig
@@ -109,6 +115,22 @@ def test_busy_figures_never_replace_quiet_ones_unless_allowed():
     assert refused_sections(old, {"sections": {"training": section(None)}}, False) == ["training"]
 
 
+def test_quiet_figures_from_a_slower_host_never_replace_quiet_ones_unless_allowed():
+    def probed(before: float, after: float) -> dict:
+        return {
+            "sections": {"training": {"load": {**load(False), "cpu_probe_ms": [before, after]}}}
+        }
+
+    old = probed(20.0, 18.0)
+    # The slowest probe of each record counts: 20 ms kept, so 25 ms or more is a slower host.
+    assert refused_sections(old, probed(19.0, 20.0 * SLOWER_HOST), False) == ["training"]
+    assert refused_sections(old, probed(20.0 * SLOWER_HOST - 0.1, 10.0), False) == []
+    assert refused_sections(old, probed(20.0 * SLOWER_HOST, 10.0), True) == []
+    # A record without a probe (older runs) says nothing about the host.
+    assert refused_sections({"sections": {"training": section(False)}}, probed(90, 90), False) == []
+    assert refused_sections(old, {"sections": {"training": section(False)}}, False) == []
+
+
 def test_busy_rule_from_synthetic_load_figures():
     cores = 2
     assert not judge({"other_cores": 0.0, "loadavg_during_mean": 9.0}, cores)
@@ -130,6 +152,7 @@ def test_load_monitor_records_before_and_during():
     assert record["loadavg_during_max"] >= record["loadavg_during_mean"] >= 0
     assert record["own_cores"] is not None and record["own_cores"] >= 0
     assert record["busy"] == judge(record, record["cores"])
+    assert len(record["cpu_probe_ms"]) == 2 and all(ms > 0 for ms in record["cpu_probe_ms"])
 
 
 def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(tmp_path):
@@ -137,7 +160,7 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
 
     busy = {"busy": True, "other_cores": 1.4, "loadavg_before": [3.0, 2.0, 1.0],
             "loadavg_during_mean": 4.2, "loadavg_during_max": 6.0, "cores": 2}  # fmt: skip
-    quiet = {**busy, "busy": False, "other_cores": 0.02}
+    quiet = {**busy, "busy": False, "other_cores": 0.02, "cpu_probe_ms": [18.5, 19.25]}
     reference = {
         "28": {"ours_images_per_s": 900.0, "keras_fit_images_per_s": 1000.0, "ratio": 0.9},
         "56": {"ours_images_per_s": 300.0, "keras_fit_images_per_s": 400.0, "ratio": 0.75,
@@ -208,6 +231,8 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     write_report(results, report)
     text = report.read_text()
     assert "Taken on a busy machine** (sections accuracy)" in text
+    assert "| accuracy | **busy** | 1.4 | 3.0 | 4.2 | 6.0 | not recorded |" in text
+    assert "| 0.02 | 3.0 | 4.2 | 6.0 | 18.5, 19.25 |" in text
     assert f"]({PLOT})" in text
     assert (report.parent / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = "| 40px | 40 | 0.002 | 0.1 | 128 |  |  |  | 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 |"
