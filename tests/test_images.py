@@ -121,52 +121,16 @@ def test_outputs_belong_to_the_caller(local_run):
 
 
 def test_the_report_renders_in_headless_chromium(local_run, tmp_path):
-    from tests.test_compare_browser import CHROMIUM, DevTools, start_chromium
+    from tests.chromium import CHROMIUM, page_errors, render
 
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium package")
     result, _ = local_run
     report = Path(re.search(r"^Report \(HTML\):\s+(\S+)$", result.stdout, re.MULTILINE)[1])
-    page_url = report.resolve().as_uri()
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    process, websocket_url = start_chromium(profile)
-    try:
-        devtools = DevTools(websocket_url)
-        for domain in ("Runtime", "Log", "Network", "Page"):
-            devtools.call(f"{domain}.enable")
-        devtools.call("Page.navigate", url=page_url)
-        devtools.wait_for("Page.loadEventFired")
-        images = devtools.call(
-            "Runtime.evaluate",
-            expression="JSON.stringify(Array.from(document.images).map("
-            "i => [i.complete, i.naturalWidth]))",
-            returnByValue=True,
-        )
-        headline = devtools.call(
-            "Runtime.evaluate",
-            expression="document.getElementById('headline').innerText",
-            returnByValue=True,
-        )
-        devtools.call("Browser.close")
-    finally:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    errors = [
-        event
-        for event in devtools.events
-        if event.get("method") == "Runtime.exceptionThrown"
-        or (
-            event.get("method") == "Log.entryAdded" and event["params"]["entry"]["level"] == "error"
-        )
-    ]
-    assert errors == []
-    loaded = json.loads(images["result"]["value"])
-    assert loaded and all(done and width > 100 for done, width in loaded)
-    assert headline["result"]["value"].strip()
+    page = render(report.resolve().as_uri(), tmp_path)
+    assert page_errors(page.events) == []
+    assert page.images and all(done and width > 100 for done, width, _ in page.images)
+    assert page.headline.strip()
 
 
 # --- failing tasks --------------------------------------------------------------------------
