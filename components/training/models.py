@@ -71,7 +71,8 @@ MODELS: dict[str, ModelSpec] = {
     # 40 px (Fashion-MNIST's 28 px upscaled) leaves the three 2x2-conv/pool blocks a 4x4 map
     # before Flatten (28 px leaves 2x2, and accuracy stalls near 0.90), at a third of 56 px's
     # cost; Adam 2e-3 with warmup and cosine decay over 20 epochs, label smoothing 0.1. Longer
-    # (30 epochs) or with light augmentation ended no higher on validation (bench/results/recipe/).
+    # (30 epochs), with light augmentation, at 48 px or with averaged weights, it ended no higher
+    # on validation (bench/results/recipe/).
     SEED_CNN: ModelSpec(
         "CNN from scratch",
         40,
