@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.bench_training import REPO, WORK
+from bench.bench_training import REPO, WORK, weights_file
 from bench.machine import machine_info, print_table
 
 STORE = WORK / "memory-store"
@@ -29,18 +29,6 @@ def peak_rss_gib(command: list[str]) -> float:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed with status {status}")
     return usage.ru_maxrss / 2**20  # KiB -> GiB
-
-
-def weights_file() -> tuple[Path, str]:
-    """A randomly initialised InceptionV3 no-top weights file (the real one is not reachable)."""
-    import keras
-
-    from components.common.digest import file_digest
-
-    path = WORK / "random_inception_v3_notop.weights.h5"
-    if not path.exists():
-        keras.applications.InceptionV3(include_top=False, weights=None).save_weights(path)
-    return path, file_digest(path)
 
 
 def second_arm(run: Path, copy: Path) -> Path:
