@@ -309,11 +309,11 @@ GOAL_NOTES = """
   The head the experiment fixes (Flatten of mixed7's 7x7x768 map, Dense 1024: 38.5M
   parameters) costs about 0.12 GMAC per image forward and three times that to train, against
   about 0.92 GMAC for the frozen backbone's forward pass at 150x150: by multiply-adds alone the
-  ratio would stay near (0.92 + 0.36) / 0.36, about 3.5x. Measured on quiet runs it is about 9x
-  (2.4x when the cores were shared), so on this CPU the backbone's pass gets far fewer
-  multiply-adds per second than the dense head. 20x would need a lighter head (pooled
-  features), which would not be the blog's model; the cache still removes the backbone from
-  every epoch after the first.
+  ratio would stay near (0.92 + 0.36) / 0.36, about 3.5x. Measured on quiet runs it is 5.4x
+  to 9.2x as the host's speed varies (2.4x when the cores were shared), so on this CPU the
+  backbone's pass gets far fewer multiply-adds per second than the dense head. 20x would need
+  a lighter head (pooled features), which would not be the blog's model; the cache still
+  removes the backbone from every epoch after the first.
 - **GPU goals** (seed_cnn >= 20,000 images/s, frozen mixed7 at 150x150 >= 8,000 images/s, all
   70,000 features in < 10 s, mixed precision + XLA against fp32): not measured, no GPU on the
   machines above. `make bench` measures them where `nvidia-smi` finds one.
