@@ -300,11 +300,11 @@ GOAL_NOTES = """
   does not, so the time-to-accuracy table also gives the epochs.
 - **seed_cnn >= 0.93 test accuracy: at the goal, not clear of it. 0.90 within 60 s: missed.**
   The chosen recipe ends at 0.9283 in the training step and at 0.9294 and 0.9302 in plain Keras
-  with two seeds (recipe search below); every alternative tried (30 epochs, augmentation, 48 px,
-  averaged weights) ends within the same 0.001 spread. The recipe reaches 0.90 at epoch 4 to 6
-  depending on the seed, and a schedule of only 4 epochs ends at 0.9033 (3 epochs: 0.8971): at
-  a quiet host's 17 s per 40 px epoch that is at least 68 s, so 60 s needs a faster machine
-  or a smaller input (at 28 px this architecture stalls near 0.90).
+  with two seeds (recipe search below); no alternative tried (30 epochs, augmentation, 48 px,
+  averaged weights) ends more than 0.001 higher on validation. The recipe reaches 0.90 at
+  epoch 4 to 6 depending on the seed, and a schedule of only 4 epochs ends at 0.9033 (3
+  epochs: 0.8971): at a quiet host's 17 s per 40 px epoch that is at least 68 s, so 60 s needs
+  a faster machine or a smaller input (at 28 px this architecture stalls near 0.90).
 - **Head on cached features >= 20x faster per epoch than through the frozen backbone: missed.**
   The head the experiment fixes (Flatten of mixed7's 7x7x768 map, Dense 1024: 38.5M
   parameters) costs about 0.12 GMAC per image forward and three times that to train, against
