@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if refused:
         print(
             f"busy machine or slower host: the quiet figures of {refused} were kept; this "
-            f"run's are in "
-            f"{folder / 'refused' / path.name} (--allow-busy replaces them)",
+            f"run's are in {folder / 'refused' / path.name} (--allow-busy replaces them)",
             file=sys.stderr,
         )
     if args.report or not args.quick:

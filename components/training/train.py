@@ -419,8 +419,7 @@ def _train(ctx: Context, splits: dict, weights: str | None):
 def run(config: TrainConfig) -> TrainResult:
     """Train, evaluate on the test split, and write every output into `config.output_dir`."""
     with step(log, f"train_{config.model}", dataset=config.dataset_uri) as figures:
-        # Measured for the seed CNN only: with it, the transfer step's peak RSS in make bench
-        # was twice the previous run's (docs/steps.md, "Memory").
+        # The allocator setting was measured for the seed CNN only (docs/steps.md, "Memory").
         runtime = device.setup(keep_memory=not config.spec.is_transfer)
         device.seed_everything(config.seed)
         manifest = _load(config)
