@@ -4,9 +4,9 @@ Both train the same seed CNN and are evaluated on the same held-out test split a
 epoch; the clock stops at the first epoch whose test accuracy reaches the target, or when the
 time budget runs out (then the best accuracy so far is reported). Ours: the project's tf.data
 input and default recipe (input size, optimizer, learning-rate schedule over its default epochs,
-per-epoch seeds). The blog's: `ImageDataGenerator` from PNG folders at 150x150, RMSprop, one
-generator for train and test. Both training curves (test accuracy against training seconds)
-are kept in the results; the report draws them.
+per-epoch seeds, random flips and mirror-averaged predictions). The blog's: `ImageDataGenerator`
+from PNG folders at 150x150, RMSprop, one generator for train and test. Both training curves
+(test accuracy against training seconds) are kept in the results; the report draws them.
 
 Run: python -m bench.bench_accuracy [--quick] [--target 0.90] [--budget-s 300]
 """
@@ -61,6 +61,7 @@ def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAcc
     from components.training import data
     from components.training.callbacks import EpochSeeds
     from components.training.config import TrainConfig
+    from components.training.models import mirror_averaged
     from components.training.train import build, compile_model
 
     config = TrainConfig(dataset_uri=dataset, model="seed_cnn")
@@ -83,6 +84,8 @@ def ours(dataset: str, target: float, budget_s: float, quick: bool) -> TimeToAcc
     labels = np.concatenate([y.numpy() for _, y in test])
 
     def evaluate(trained) -> float:
+        if config.resolved_mirror:  # as the training step evaluates it
+            trained = mirror_averaged(trained)
         return float(np.mean(np.argmax(trained.predict(test, verbose=0), axis=1) == labels))
 
     clock = TimeToAccuracy(evaluate, target, budget_s)

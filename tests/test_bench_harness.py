@@ -225,7 +225,10 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
              "val": [0.85, 0.89, 0.91], "test": [0.84, 0.9, 0.905], "seconds": [20.0, 20.0, 20.0],
              "load": busy}  # fmt: skip
     averaged = {**trial, "name": "40px-ema", "ema": 0.999, "wd": 0.004, "load": quiet}
-    recipe = {"machine": result["machine"], "version": "abc", "trials": [trial, averaged]}
+    flipped = {**trial, "name": "40px-flip", "flip": True, "val_tta": [0.8, 0.9, 0.915],
+               "test_tta": [0.8, 0.9, 0.912]}  # fmt: skip
+    recipe = {"machine": result["machine"], "version": "abc",
+              "trials": [trial, averaged, flipped]}  # fmt: skip
     (results / "recipe" / "test.json").write_text(json.dumps(recipe))
     report = tmp_path / "docs" / "BENCHMARKS.md"
     write_report(results, report)
@@ -240,6 +243,7 @@ def test_report_marks_busy_sections_shows_reference_ratios_and_draws_the_curves(
     also = "| weights' EMA 0.999 (evaluated), weight decay 0.004 |"
     assert "| 40px-ema | 40 | 0.002 | 0.1 | 128 |  |  " + also in text
     assert also + " 3 of 3 | 0.91 | 0.91 | 0.905 | 2 | 20.0 | quiet |" in text
+    assert "| random flips only, with flip TTA: val 0.915, test 0.912 | 3 of 3 |" in text
     assert "| 0.9x | >= 0.9x: met |" in text and "| 0.75x | >= 0.9x: **missed** |" in text
     assert "glibc's default allocator instead (page faults per step 30,000 vs 3" in text
     assert "| 300.0 | 200.0 | 1.5x |" in text

@@ -57,6 +57,7 @@ PIPELINE = {
     "optimizer": [(TrainConfig, "optimizer", None)],
     "cnn_learning_rate": [(TrainConfig, "learning_rate", "seed_cnn")],
     "cnn_label_smoothing": [(TrainConfig, "label_smoothing", "seed_cnn")],
+    "cnn_mirror": [(TrainConfig, "mirror", "seed_cnn")],
     "transfer_learning_rate": [(TrainConfig, "learning_rate", "inception_v3")],
     "augmentation": [(TrainConfig, "augmentation", None)],
     "cut_layer": [(TrainConfig, "cut_layer", None)],  # "": the chosen backbone's default

@@ -85,6 +85,7 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     saved_config = json.loads((out / "config.json").read_text())
     assert saved_config["input_size"] == 16
     assert saved_config["label_smoothing"] == MODELS["seed_cnn"].default_label_smoothing > 0
+    assert saved_config["mirror"] == "on"  # the seed CNN's default
     # Every test image's prediction, paired with its label, for compare's statistics.
     paired = TestPredictions.load(out / PREDICTIONS_FILE, 10, metrics["test_split_sha256"])
     assert paired.predictions.dtype == paired.labels.dtype == np.int64
@@ -100,7 +101,14 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     model = keras.models.load_model(out / "model.keras")
     # Trained with label smoothing, exported with the plain loss: loads in any Keras.
     assert model.loss == "sparse_categorical_crossentropy"
+    steps = -(-manifest.splits["train"].count // 16)  # batch_size 16
+    assert int(model.optimizer.iterations) == 2 * steps  # the optimizer and its state are kept
     expected = model.predict(images, verbose=0)
+    # Trained with random flips, evaluated and exported mirror-averaged: the mirror image of a
+    # test image gets the same prediction.
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+    np.testing.assert_allclose(model.predict(mirrored, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(out / "saved_model", mirrored), expected, atol=1e-5)
     served = serve(out / "saved_model", images)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert served.shape == (len(images), 10)

@@ -1,14 +1,23 @@
-"""The seed CNN's default recipe: its learning-rate schedule and how the defaults resolve."""
+"""The seed CNN's default recipe: its learning-rate schedule, mirroring, how defaults resolve."""
 
 from __future__ import annotations
 
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
 from components.common.config import ConfigError
+from components.training.artifacts import checkpoint_key
 from components.training.config import TrainConfig
-from components.training.models import MODELS, WARMUP_SHARE, classification_loss, learning_rate
+from components.training.models import (
+    MODELS,
+    WARMUP_SHARE,
+    build_seed_cnn,
+    classification_loss,
+    learning_rate,
+    mirror_averaged,
+)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_by_step():
@@ -101,3 +110,43 @@ def test_early_stopping_leaves_a_cosine_phase_to_its_end_unless_asked():
     assert early_stopping(plateau, "head") == DEFAULT_PATIENCE
     assert early_stopping(given, "head") == early_stopping(given, "fine_tune") == 2
     assert early_stopping(TrainConfig(dataset_uri="d", patience=0), "fine_tune") is None
+
+
+def test_mirror_follows_the_model_unless_given():
+    cnn = TrainConfig(dataset_uri="d")
+    inception = TrainConfig(dataset_uri="d", model="inception_v3")
+    assert cnn.resolved_mirror and cnn.to_dict()["mirror"] == "on"
+    assert not inception.resolved_mirror and inception.to_dict()["mirror"] == "off"
+    off = TrainConfig(dataset_uri="d", mirror="off")
+    assert not off.resolved_mirror and off.to_dict()["mirror"] == "off"
+    assert TrainConfig(dataset_uri="d", model="inception_v3", mirror="on").resolved_mirror
+    # It changes what is trained, so a checkpoint of one is not resumed by the other.
+    assert (
+        checkpoint_key(off)
+        != checkpoint_key(cnn)
+        == checkpoint_key(TrainConfig(dataset_uri="d", mirror="on"))
+    )
+    with pytest.raises(ConfigError, match="mirror must be on, off or empty"):
+        TrainConfig(dataset_uri="d", mirror="yes")
+
+
+def test_mirror_averaged_model_predicts_the_mean_over_an_image_and_its_mirror_image(tmp_path):
+    import keras
+
+    net = build_seed_cnn((12, 10, 1), 4, 16, seed=5, mirror=True)
+    assert "mirror" in [layer.name for layer in net.layers]
+    images = np.random.default_rng(0).integers(0, 256, (6, 12, 10, 1), dtype=np.uint8)
+    mirrored = images[:, :, ::-1]
+    plain = net.predict(images, verbose=0)
+    # The random flip acts in training only: inference is deterministic.
+    np.testing.assert_array_equal(net.predict(images, verbose=0), plain)
+    averaged = mirror_averaged(net)
+    expected = (plain + net.predict(mirrored, verbose=0)) / 2
+    np.testing.assert_allclose(averaged.predict(images, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(averaged.predict(mirrored, verbose=0), expected, atol=1e-6)
+    assert not np.allclose(plain, expected, atol=1e-6)  # the mirror image does count
+    # Shared weights, not copies; saved and loaded with stock Keras only.
+    assert averaged.count_params() == net.count_params()
+    averaged.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)

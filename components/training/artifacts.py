@@ -31,6 +31,7 @@ CHECKPOINT_KEYS = (
     "lr_schedule",
     "label_smoothing",
     "augmentation",
+    "mirror",
     "cut_layer",
     "fine_tune_from",
     "fine_tune_epochs",

@@ -26,6 +26,7 @@ def train(
     learning_rate: float = 0.0,
     label_smoothing: float = -1.0,
     augmentation: float = 0.0,
+    mirror: str = "",
     cut_layer: str = "",
     fine_tune_from: str = "",
     fine_tune_epochs: int = 0,
@@ -38,8 +39,8 @@ def train(
     `weights_uri` empty means a backbone model trains from scratch (random initialisation,
     every layer trained; `scratch` says so explicitly, see TrainConfig); 0 or empty means the
     model's default for `input_size`, `epochs`, `learning_rate` and `cut_layer`, and a negative
-    `label_smoothing` the model's own. The dataset and weights come in as content-addressed
-    URIs, so the KFP cache key follows their content. Checkpoints go to
+    `label_smoothing` or an empty `mirror` the model's own. The dataset and weights come in as
+    content-addressed URIs, so the KFP cache key follows their content. Checkpoints go to
     `<store>/checkpoints/<hash of the inputs>/`, so a retried task resumes.
     """
     import atexit
@@ -86,6 +87,7 @@ def train(
             learning_rate=learning_rate,
             label_smoothing=label_smoothing,
             augmentation=augmentation,
+            mirror=mirror,
             cut_layer=cut_layer,
             fine_tune_from=fine_tune_from,
             fine_tune_epochs=fine_tune_epochs,

@@ -10,6 +10,7 @@ from components.training.models import LR_SCHEDULES, MODELS, ModelSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 FEATURE_DTYPES = ("float16", "float32")
+MIRROR = ("", "on", "off")
 DEFAULT_PATIENCE = 4  # early stopping's, in a phase on the plateau schedule
 
 
@@ -51,6 +52,13 @@ class TrainConfig:
         "model's default",
     )
     augmentation: float = option(0.0, "strength of random translate/zoom/rotate/flip; 0: off")
+    mirror: str = option(
+        "",
+        "on: random horizontal flips in training, and predictions averaged over each image and "
+        "its mirror image (test figures, exported model); off: neither; empty: the model's "
+        "default (on for seed_cnn). Off for data whose mirror image is another class or none",
+        choices=MIRROR,
+    )
     cut_layer: str = option("", "backbone layer whose output feeds the head; empty: its default")
     fine_tune_from: str = option(
         "", "backbone layer from which to unfreeze; empty: no phase two; ignored from scratch"
@@ -95,6 +103,9 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown lr_schedule {self.lr_schedule!r}; choose from {LR_SCHEDULES}"
             )
+        if self.mirror not in MIRROR:
+            raise ConfigError(f"mirror must be on, off or empty (the model's default), got "
+                              f"{self.mirror!r}")  # fmt: skip
         if self.feature_dtype not in FEATURE_DTYPES:
             raise ConfigError(f"feature_dtype must be one of {FEATURE_DTYPES}")
         self._check_sizes()
@@ -176,6 +187,11 @@ class TrainConfig:
             return self.spec.default_label_smoothing
         return self.label_smoothing
 
+    @property
+    def resolved_mirror(self) -> bool:
+        """Whether training flips images and predictions average each image with its mirror."""
+        return self.mirror == "on" if self.mirror else self.spec.default_mirror
+
     def patience_for(self, schedule: str) -> int:
         """Early stopping's patience in a phase on `schedule` (0: no early stopping).
 
@@ -212,6 +228,7 @@ class TrainConfig:
         values["learning_rate"] = self.resolved_learning_rate
         values["lr_schedule"] = self.resolved_schedule
         values["label_smoothing"] = self.resolved_label_smoothing
+        values["mirror"] = "on" if self.resolved_mirror else "off"
         values["patience"] = self.patience_for(self.resolved_schedule)  # the first phase's
         values["cut_layer"] = self.resolved_cut_layer
         values["scratch"] = self.from_scratch

@@ -29,6 +29,7 @@ from components.training.models import (
     build_transfer,
     classification_loss,
     learning_rate,
+    mirror_averaged,
     unfreeze_from,
 )
 from components.training.resources import make_optimizer, resolve_weights, scratch
@@ -65,6 +66,7 @@ def build(config: TrainConfig, manifest: Manifest, weights: str | None):
         "seed": config.seed,
         "dense_units": config.dense_units,
         "dropout_rate": config.dropout_rate,
+        "mirror": config.resolved_mirror,
     }
     if not config.spec.is_transfer:
         return build_seed_cnn(**common)
@@ -359,7 +361,8 @@ def train(ctx: Context, built, splits: dict) -> Any:
         refresh = [batchnorm_refresh(ctx, built, splits)]
         fit_phase(ctx, built.full, "head", image_batches(ctx, splits), epochs, lr, refresh)
         return built.full
-    on_features = config.feature_cache and config.augmentation == 0
+    # Cached features are of the images as they are: random flips or augmentation need images.
+    on_features = config.feature_cache and config.augmentation == 0 and not config.resolved_mirror
     if on_features and phase_done(ctx, "head"):
         # Resuming after the head phase: its weights are in the checkpoint, no features needed.
         nothing = PhaseData(lambda first, end: None, 0)
@@ -401,16 +404,23 @@ def _train(ctx: Context, splits: dict, weights: str | None):
         # several GPUs every variable must be created under MirroredStrategy.
         with ctx.runtime.strategy.scope():
             model = train(ctx, build(ctx.config, ctx.manifest, weights), splits)
-            if ctx.config.resolved_label_smoothing:
+            plain = {
+                "optimizer": getattr(model, "optimizer", None),
+                "loss": SPARSE_CROSSENTROPY,
+                "metrics": ["accuracy"],
+                "jit_compile": ctx.runtime.jit_compile,
+            }
+            if ctx.config.resolved_mirror:
+                # Evaluated and exported as trained: on each image and its mirror image. The
+                # trained model (weights shared) hands its optimizer over, so model.keras holds
+                # the optimizer and its state once, at the top level, where loading restores it.
+                trained, model = model, mirror_averaged(model)
+                trained.compiled, trained.optimizer = False, None
+            if ctx.config.resolved_label_smoothing or ctx.config.resolved_mirror:
                 # The exported model.keras records the plain loss, so it loads in any Keras
                 # without this module; the optimizer and its state are kept. A transfer model
                 # whose head trained on cached features was never compiled itself.
-                model.compile(
-                    optimizer=getattr(model, "optimizer", None),
-                    loss=SPARSE_CROSSENTROPY,
-                    metrics=["accuracy"],
-                    jit_compile=ctx.runtime.jit_compile,
-                )
+                model.compile(**plain)
             return model
     finally:
         ctx.preemption.uninstall()
