@@ -12,7 +12,9 @@ Run: python -m bench.bench_recipe '[{"name": "40px", "size": 40, "lr": 0.002, "e
 Trial keys: name, size, lr, epochs; optional eps (label smoothing), aug (augmentation strength),
 warmup (share of the steps), batch, stop (end after this many epochs of the schedule), seed,
 ema (momentum of an exponential moving average of the weights, evaluated in their place; 0: none),
-wd (decoupled weight decay).
+wd (decoupled weight decay), flip (random horizontal flips as the only augmentation).
+Besides plain accuracy it records the accuracy of flip test-time augmentation (`val_tta`,
+`test_tta`: the mean of the predictions on an image and its mirror image).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def split_arrays(dataset: str) -> dict:
 
 def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float = 0.0,
           aug: float = 0.0, seed: int = 42, warmup: float | None = None, batch: int = BATCH,
-          stop: int = 0, ema: float = 0.0, wd: float = 0.0) -> dict:  # fmt: skip
+          stop: int = 0, ema: float = 0.0, wd: float = 0.0,
+          flip: bool = False) -> dict:  # fmt: skip
     """One recipe: per-epoch validation and test accuracy and seconds.
 
     `warmup`: share of the steps in linear warmup (None: the project's); `stop`: end after this
@@ -66,6 +69,10 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
     manifest = arrays["manifest"]
     keras.utils.set_random_seed(seed)
     model = build_seed_cnn(manifest.image_shape, manifest.num_classes, size, aug, seed)
+    if flip:
+        inputs = keras.Input(manifest.image_shape, dtype="uint8")
+        flipped = keras.layers.RandomFlip("horizontal", seed=seed)(inputs)
+        model = keras.Model(inputs, model(keras.ops.cast(flipped, "uint8")))
     images, labels = arrays["train"]
     steps = -(-len(labels) // batch) * epochs
     loss = classification_loss(eps, manifest.num_classes)
@@ -76,8 +83,8 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
     )  # fmt: skip
     model.compile(optimizer, loss, metrics=["accuracy"])
     record = {"name": name, "size": size, "lr": lr, "epochs": epochs, "eps": eps, "aug": aug,
-              "warmup": share, "batch": batch, "ema": ema, "wd": wd, "val": [], "test": [],
-              "seconds": []}  # fmt: skip
+              "warmup": share, "batch": batch, "ema": ema, "wd": wd, "flip": flip, "val": [],
+              "test": [], "val_tta": [], "test_tta": [], "seconds": []}  # fmt: skip
 
     class Record(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -88,7 +95,13 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
             record["val"].append(round(float(logs["val_accuracy"]), 4))
             test = self.model.evaluate(*arrays["test"], batch_size=512, verbose=0)[1]
             record["test"].append(round(float(test), 4))
-            print(name, epoch + 1, record["seconds"][-1], record["val"][-1], record["test"][-1])
+            for key, split in (("val_tta", "validation"), ("test_tta", "test")):
+                images, labels = arrays[split]
+                probs = sum(self.model.predict(x, batch_size=512, verbose=0)
+                            for x in (images, images[:, :, ::-1]))  # fmt: skip
+                record[key].append(round(float(np.mean(np.argmax(probs, -1) == labels)), 4))
+            keys = ("seconds", "val", "test", "val_tta", "test_tta")
+            print(name, epoch + 1, *(record[k][-1] for k in keys))
 
     with LoadMonitor() as monitor:
         model.fit(images, labels, batch_size=batch, epochs=stop or epochs, verbose=0,

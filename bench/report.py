@@ -235,12 +235,16 @@ def render_result(result: dict, plot: str | None = None) -> str:
 
 
 def extras(trial: dict) -> str:
-    """A trial's settings beyond the table's columns: weight averaging, weight decay."""
+    """A trial's settings beyond the table's columns, and its final accuracy with flip TTA."""
     parts = []
+    if trial.get("flip"):
+        parts.append("random flips only")
     if trial.get("ema"):
         parts.append(f"weights' EMA {trial['ema']} (evaluated)")
     if trial.get("wd"):
         parts.append(f"weight decay {trial['wd']}")
+    if trial.get("val_tta") and trial.get("test_tta"):
+        parts.append(f"with flip TTA: val {trial['val_tta'][-1]}, test {trial['test_tta'][-1]}")
     return ", ".join(parts)
 
 
