@@ -485,3 +485,16 @@ def test_runs_without_test_predictions_are_compared_without_significance(tmp_pat
     assert "could not be computed" in summary
     assert "could not be computed" in Path(result.report_html).read_text()
     assert result.comparison["champion"]["decision"] == "promote"
+
+
+def test_an_arm_with_mirror_averaged_test_figures_is_named_in_the_notes(tmp_path):
+    cnn, transfer = write_pair(tmp_path / "runs")
+    result = compare(tmp_path, cnn, transfer)
+    assert not any("mirror image" in note for note in result.comparison["notes"])
+    raw = json.loads((cnn / "metrics.json").read_text())
+    (cnn / "metrics.json").write_text(json.dumps({**raw, "mirror_averaged": True}))
+    result = compare(tmp_path / "again", cnn, transfer)
+    name = result.comparison["models"]["cnn"]["display_name"]
+    [note] = [note for note in result.comparison["notes"] if "mirror image" in note]
+    assert note.startswith(f"{name}: trained with random flips; test figures are of predictions")
+    assert "averaged over each image and its mirror image" in Path(result.report_html).read_text()

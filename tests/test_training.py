@@ -85,7 +85,7 @@ def test_seed_cnn_trains_evaluates_and_writes_every_output(dataset, tmp_path):
     saved_config = json.loads((out / "config.json").read_text())
     assert saved_config["input_size"] == 16
     assert saved_config["label_smoothing"] == MODELS["seed_cnn"].default_label_smoothing > 0
-    assert saved_config["mirror"] == "on"  # the seed CNN's default
+    assert saved_config["mirror"] == "on" and metrics["mirror_averaged"] is True  # CNN default
     # Every test image's prediction, paired with its label, for compare's statistics.
     paired = TestPredictions.load(out / PREDICTIONS_FILE, 10, metrics["test_split_sha256"])
     assert paired.predictions.dtype == paired.labels.dtype == np.int64

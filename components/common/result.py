@@ -103,6 +103,9 @@ class TrainingMetrics:
     params_trainable: int | None = None
     epochs_run: int | None = None
     input_size: Any = None  # pixels (square) the model resizes to
+    # The test figures are of predictions averaged over each image and its mirror image (the
+    # model trained with random flips; the training step's `mirror`).
+    mirror_averaged: bool = False
     seed: int | None = None
     resumed: bool = False
     # Kept until the consumer of this result releases it (common.checkpoints); "" = none.
@@ -153,6 +156,7 @@ class TrainingMetrics:
                     or arm_of(str(raw.get("model") or ""), raw.get("pretrained") is True)
                 ),
                 "resumed": raw.get("resumed") is True,
+                "mirror_averaged": raw.get("mirror_averaged") is True,
                 "per_class": raw.get("per_class") or {},
                 "lineage": raw.get("lineage") or {},
             }

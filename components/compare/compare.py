@@ -184,6 +184,13 @@ def _notes(arms: list[ArmRuns], tested: dict[str, Any]) -> list[str]:
             "the arms ran different numbers of seeds; pairs are tested seed by seed up to the "
             "smaller count"
         )
+    mirrored = [arm.display_name for arm in arms if arm.first.metrics.mirror_averaged]
+    if mirrored:
+        notes.append(
+            f"{', '.join(mirrored)}: trained with random flips; test figures are of predictions "
+            "averaged over each image and its mirror image, the validation curves of single "
+            "images (the training step's mirror parameter)"
+        )
     if not any(arm.pretrained for arm in arms):
         notes.append("no pretrained backbone ran: this run does not measure transfer learning")
     return notes

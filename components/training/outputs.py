@@ -77,6 +77,7 @@ def record(
         params_trainable=int(sum(int(w.numpy().size) for w in model.trainable_weights)),
         epochs_run=len(history["epoch"]),
         input_size=config.resolved_input_size,
+        mirror_averaged=config.resolved_mirror,
         seed=config.seed,
         resumed=resumed,
         checkpoint_dir=config.checkpoint_dir,
