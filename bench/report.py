@@ -302,13 +302,19 @@ GOAL_NOTES = """
   per epoch of 54,000 images) on a quiet host of the same kind. Ratios
   within one section (against the blog, against plain Keras) cancel that out; "seconds to 0.90"
   does not, so the time-to-accuracy table also gives the epochs.
-- **seed_cnn >= 0.93 test accuracy: at the goal, not clear of it. 0.90 within 60 s: missed.**
-  The chosen recipe ends at 0.9283 in the training step and at 0.9294 and 0.9302 in plain Keras
-  with two seeds (recipe search below); no alternative tried (30 epochs, augmentation, 48 px,
-  averaged weights) ends more than 0.001 higher on validation. The recipe reaches 0.90 at
-  epoch 4 to 6 depending on the seed, and a schedule of only 4 epochs ends at 0.9033 (3
-  epochs: 0.8971): at a quiet host's 17 s per 40 px epoch that is at least 68 s, so 60 s needs
-  a faster machine or a smaller input (at 28 px this architecture stalls near 0.90).
+- **seed_cnn >= 0.93 test accuracy: met. 0.90 within 60 s: missed.** The recipe trains with
+  random horizontal flips and averages each test prediction over the image and its mirror image
+  (the training step's `mirror`, on for the CNN; the exported model predicts the same way). The
+  training step ends at 0.9342; in plain Keras the same recipe ends at 0.9335 and 0.9357 with two
+  seeds (0.9312 and 0.934 on validation, where the choice was made), against 0.9294 and 0.9302
+  (0.9268 and 0.926) without mirroring (recipe search below). Flips alone end at 0.9295: the
+  gain comes from the averaging, which training on flips makes sound (averaging a model
+  trained without flips lowered its accuracy, 0.8902 against 0.8994 in the 32 px trial). The
+  recipe reaches 0.90 at epoch 5 in the time-to-accuracy table; a schedule of only 4 epochs
+  ends at 0.9033 (3 epochs: 0.8971): at a quiet host's 17 s per 40 px epoch that is at least
+  68 s, so 60 s needs a faster machine. A smaller input is no way round it here: at 32 px
+  epochs took 32 to 36 s against 34 to 38 s at 40 px in the same hour (far from the 0.64 of
+  the pixel count), and at 28 px this architecture stalls near 0.90.
 - **Head on cached features >= 20x faster per epoch than through the frozen backbone: missed.**
   The head the experiment fixes (Flatten of mixed7's 7x7x768 map, Dense 1024: 38.5M
   parameters) costs about 0.12 GMAC per image forward and three times that to train, against
