@@ -64,7 +64,12 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
     many epochs of the `epochs`-long schedule (0: run it all), to look at the start of a curve.
     """
     from components.training import models
-    from components.training.models import build_seed_cnn, classification_loss, learning_rate
+    from components.training.models import (
+        build_seed_cnn,
+        classification_loss,
+        learning_rate,
+        mirror_averaged,
+    )
 
     manifest = arrays["manifest"]
     keras.utils.set_random_seed(seed)
@@ -95,10 +100,10 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
             record["val"].append(round(float(logs["val_accuracy"]), 4))
             test = self.model.evaluate(*arrays["test"], batch_size=512, verbose=0)[1]
             record["test"].append(round(float(test), 4))
+            averaged = mirror_averaged(self.model)  # as the training step evaluates
             for key, split in (("val_tta", "validation"), ("test_tta", "test")):
                 images, labels = arrays[split]
-                probs = sum(self.model.predict(x, batch_size=512, verbose=0)
-                            for x in (images, images[:, :, ::-1]))  # fmt: skip
+                probs = averaged.predict(images, batch_size=512, verbose=0)
                 record[key].append(round(float(np.mean(np.argmax(probs, -1) == labels)), 4))
             keys = ("seconds", "val", "test", "val_tta", "test_tta")
             print(name, epoch + 1, *(record[k][-1] for k in keys))
