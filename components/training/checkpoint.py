@@ -345,12 +345,19 @@ def _checked_files(pointer: object, origin: str) -> list[str]:
 
 
 class Preemption:
-    """A SIGTERM flag: set by the handler, acted on by `PreemptionGuard` between batches."""
+    """A SIGTERM flag: set by the handler, acted on by `PreemptionGuard` between batches.
+
+    The handler only sets the flag (or raises, outside training): it runs between two bytecodes
+    of the main thread, which may be inside a log call holding the log's write lock (structlog's
+    is not re-entrant), so logging there would wait on that lock forever. `noticed` logs the
+    signal from ordinary code.
+    """
 
     def __init__(self):
         self.requested = False
         self.in_fit = False
         self._previous = None
+        self._logged = False
 
     def install(self) -> None:
         """Install the handler (main thread only; elsewhere this is a no-op)."""
@@ -360,13 +367,21 @@ class Preemption:
             self._previous = None
 
     def uninstall(self) -> None:
-        """Restore the previous handler."""
+        """Restore the previous handler (and log a SIGTERM that nothing has logged yet)."""
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+        self.noticed()
+
+    def noticed(self) -> bool:
+        """Whether SIGTERM was received; logs it once. Never call from the handler."""
+        if self.requested and not self._logged:
+            self._logged = True
+            log.warning("sigterm_received", in_fit=self.in_fit)
+        return self.requested
 
     def _handle(self, signum, frame):
-        log.warning("sigterm_received", in_fit=self.in_fit)
+        # No logging, no I/O, no locks here (see the class docstring).
         self.requested = True
         if not self.in_fit:
             raise TrainingInterrupted("SIGTERM received outside training; nothing to save")
@@ -387,7 +402,7 @@ class PreemptionGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Act on a pending SIGTERM."""
-        if not self.preemption.requested:
+        if not self.preemption.noticed():
             return
         self.flags.interrupted = True
         self.model.stop_training = True

@@ -85,7 +85,7 @@ def extract(feature_model, dataset, folder: Path, split: str, dtype: str, preemp
     try:
         with open(tmp, "wb") as handle:
             for images, batch_labels in dataset:
-                if preemption is not None and preemption.requested:
+                if preemption is not None and preemption.noticed():
                     raise TrainingInterrupted("SIGTERM during feature extraction")
                 features = forward(images).numpy().astype(dtype)
                 shape = features.shape[1:]
