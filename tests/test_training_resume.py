@@ -26,9 +26,20 @@ def dataset(tmp_path_factory) -> str:
     return prep(PrepConfig(store=str(root / "store"), source=str(source))).uri
 
 
-def start(dataset: str, tmp_path: Path, checkpoint_dir: str, epochs: int) -> subprocess.Popen:
+def start(
+    dataset: str, tmp_path: Path, checkpoint_dir: str, epochs: int, at_exit: Path | None = None
+) -> subprocess.Popen:
+    """`python -m components.training cnn ...`; the interpreter's teardown touches `at_exit`."""
+    program = [sys.executable, "-m", "components.training"]
+    if at_exit is not None:
+        program = [
+            sys.executable, "-c",
+            "import atexit, pathlib, runpy; "
+            f"atexit.register(pathlib.Path({str(at_exit)!r}).touch); "
+            "runpy.run_module('components.training', run_name='__main__', alter_sys=True)",
+        ]  # fmt: skip
     command = [
-        sys.executable, "-m", "components.training", "cnn",
+        *program, "cnn",
         "--dataset", dataset,
         "--output-dir", str(tmp_path / "out"),
         "--cache-dir", str(tmp_path / "cache"),
@@ -86,12 +97,15 @@ def test_sigkill_then_rerun_resumes_from_the_saved_epoch(dataset, tmp_path, gcs_
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(dataset, tmp_path):
     checkpoint_dir = str(tmp_path / "checkpoints")
-    process = start(dataset, tmp_path, checkpoint_dir, epochs=50)
+    teardown = tmp_path / "teardown-ran"
+    process = start(dataset, tmp_path, checkpoint_dir, epochs=50, at_exit=teardown)
     wait_for_epoch(checkpoint_dir, 1, process)
     process.send_signal(signal.SIGTERM)
     log, _ = process.communicate(timeout=60)
     assert process.returncode == 143, log
     assert '"sigterm_received"' in log
+    # Saved, then exited without the interpreter's teardown (which can outlast the save).
+    assert not teardown.exists()
     pointer = json.loads((Path(checkpoint_dir) / "head" / "LATEST.json").read_text())
     assert pointer["epoch"] >= 1 and not pointer["done"]
     saved = Path(checkpoint_dir) / "head" / pointer["folder"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from components.common.backbones import DEFAULT_BACKBONE
@@ -30,8 +31,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; exits 143 after a SIGTERM checkpoint so that the orchestrator retries."""
+def main(argv: list[str] | None = None, *, exit_when_preempted: bool = False) -> int:
+    """Entry point; exits 143 after a SIGTERM checkpoint so that the orchestrator retries.
+
+    With `exit_when_preempted` (the program itself) the process ends there and then, without
+    the interpreter's teardown: the state is in the store, nothing is published, and
+    TensorFlow's teardown can take longer than the save itself (docs/RELIABILITY.md).
+    """
     args = parse_args(argv)
     name = f"train_{args.step}"
     interrupted: list[str] = []
@@ -65,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     get_logger(name).warning("interrupted", reason=interrupted[0])
     print(f"interrupted: {interrupted[0]}", file=sys.stderr)
+    if exit_when_preempted:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_PREEMPTED)
     return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(exit_when_preempted=True))
