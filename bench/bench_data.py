@@ -19,7 +19,12 @@ WORK = Path(__file__).resolve().parent / "work"
 REPEATS = 3  # each reader is timed this many times; the best run counts
 
 
-def prep(source: str, store: Path, limit: int | None) -> tuple[str, float, int]:
+def source_limit(quick: bool) -> int:
+    """Images per source split that data prep reads: 2000 for --quick, else 0 (every image)."""
+    return 2000 if quick else 0
+
+
+def prep(source: str, store: Path, limit: int) -> tuple[str, float, int]:
     from components.data_prep.prep import PrepConfig, run
 
     shutil.rmtree(store, ignore_errors=True)
@@ -132,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     from components.common.logging import configure
 
     configure("WARNING")
-    limit = 2000 if args.quick else None
-    uri, prep_seconds, prep_images = prep(args.source, WORK / "store", limit)
+    uri, prep_seconds, prep_images = prep(args.source, WORK / "store", source_limit(args.quick))
     batch = 128
     png_test = png_folder(uri, "test", args.quick)
     pngs = png_count(png_test)

@@ -278,3 +278,16 @@ def test_a_quiet_run_names_the_sections_whose_load_was_not_recorded():
     assert "Taken on a quiet machine where recorded (not recorded: data)." in load_note(mixed)
     whole = {"sections": {"training": {"load": quiet}}}
     assert "Taken on a quiet machine.\n" in load_note(whole)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_data_bench_preps_its_source_in_both_modes(tmp_path, quick):
+    """A full run reads every image (limit 0), a quick one at most 2000 per split."""
+    from bench import bench_data
+
+    source = make_idx_dataset(tmp_path / "idx", n_train=30, n_test=10)
+    uri, seconds, images = bench_data.prep(
+        str(source), tmp_path / "store", bench_data.source_limit(quick)
+    )
+    assert images == 40 and seconds > 0
+    assert load_manifest(uri).splits["test"].count == 10
