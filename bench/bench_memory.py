@@ -1,7 +1,8 @@
 """Benchmark: peak resident memory (RSS) of the steps that bench_training does not run.
 
 Each step runs as its own process on real Fashion-MNIST; the peak RSS comes from the kernel's
-accounting of that child (`wait4`). The training steps' figures come from bench_training.
+accounting of that process (`wait4`, through `machine.run_peak_rss`). The training steps'
+figures come from bench_training.
 
 Run: python -m bench.bench_memory [--quick] [--json out.json]
 """
@@ -10,25 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.bench_training import REPO, WORK, weights_file
-from bench.machine import machine_info, print_table
+from bench.machine import machine_info, print_table, run_peak_rss
 
 STORE = WORK / "memory-store"
 
 
 def peak_rss_gib(command: list[str]) -> float:
     """Run a command to completion; its peak RSS in GiB. A failure stops the benchmark."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed with status {status}")
-    return usage.ru_maxrss / 2**20  # KiB -> GiB
+    code, mib = run_peak_rss(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed with status {code}")
+    return mib / 1024
 
 
 def second_arm(run: Path, copy: Path) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.machine import machine_info, print_table
+from bench.machine import machine_info, print_table, run_peak_rss
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = Path(__file__).resolve().parent / "work" / "photos"
@@ -108,11 +108,10 @@ def replicate(source: Path, target: Path, times: int) -> None:
 def run_measured(command: list[str]) -> tuple[float, float]:
     """Run a command to completion: (wall seconds, peak RSS in MiB). A failure stops here."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed with status {status}")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024
+    code, peak_mib = run_peak_rss(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed with status {code}")
+    return time.perf_counter() - started, peak_mib
 
 
 def prep_command(source: Path, store: Path, name: str, *extra: str) -> list[str]:

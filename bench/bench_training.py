@@ -36,7 +36,7 @@ from pathlib import Path
 import keras
 
 from bench.bench_data import png_folder
-from bench.machine import machine_info, print_table
+from bench.machine import machine_info, print_table, run_peak_rss
 from bench.workdirs import relative
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,14 +76,12 @@ def run_step(step: str, dataset: str, name: str, *extra: str) -> tuple[dict, dic
         "--output-dir", str(out), "--cache-dir", str(WORK / "cache"), "--log-level", "WARNING",
         *extra,
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{step} failed with exit status {process.returncode}")
+    code, peak_mib = run_peak_rss(command, cwd=REPO)
+    if code != 0:
+        raise SystemExit(f"{step} failed with exit status {code}")
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
-    return metrics, history, usage.ru_maxrss / 2**20  # KiB -> GiB
+    return metrics, history, peak_mib / 1024
 
 
 def steady_images_per_s(history: dict) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 
@@ -31,6 +33,35 @@ def gpu_names() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+# Starts the measured command and writes its peak RSS (KiB) to argv[1]. Linux carries the
+# high-water RSS of the memory image a process replaces at exec into that process's ru_maxrss;
+# Python starts children with vfork, whose image is the parent's, so wait4 on a direct child of
+# the bench reports at least the bench's own peak RSS (a 1 GiB parent: 1038 MiB for
+# `python -c pass`). This launcher is a small process of its own (about 14 MiB).
+_PEAK_RSS_LAUNCHER = """
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def run_peak_rss(command: list[str], *, cwd: Path, stdout=None) -> tuple[int, float]:
+    """Run `command` to completion: its exit status and peak RSS in MiB (not floored by ours).
+
+    A status of 128 + N: the command was killed by signal N.
+    """
+    with tempfile.TemporaryDirectory(prefix="peak-rss-") as folder:
+        report = Path(folder) / "maxrss_kib"
+        launcher = [sys.executable, "-c", _PEAK_RSS_LAUNCHER, str(report), *command]
+        code = subprocess.run(launcher, cwd=cwd, stdout=stdout, check=False).returncode
+        kib = int(report.read_text()) if report.exists() else 0
+    return code, kib / 1024
 
 
 def machine_info() -> dict:

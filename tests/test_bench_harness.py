@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from bench.machine import (
     SLOWER_HOST,
     judge,
     refused_sections,
+    run_peak_rss,
 )
 from bench.workdirs import REPO, complete_folder, keyed_folder, path_free
 from components.common.dataset import load_manifest
@@ -291,3 +293,25 @@ def test_the_data_bench_preps_its_source_in_both_modes(tmp_path, quick):
     )
     assert images == 40 and seconds > 0
     assert load_manifest(uri).splits["test"].count == 10
+
+
+def test_peak_rss_is_the_commands_own_not_floored_by_the_benchs():
+    """wait4 on a direct child reports at least the parent's peak RSS (Linux carries the image
+    replaced at exec into ru_maxrss); run_peak_rss measures through a small launcher."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(768 << 20)
+    ballast[:: 1 << 12] = b"x" * (len(ballast) >> 12)  # 768 MiB resident in this process
+    small = [sys.executable, "-c", "pass"]
+    direct = subprocess.Popen(small)
+    _, _, usage = os.wait4(direct.pid, 0)
+    assert usage.ru_maxrss / 1024 >= 768  # the flaw being avoided, as this kernel shows it
+    code, small_mib = run_peak_rss(small, cwd=REPO)
+    assert code == 0 and small_mib < 200
+    grows = [sys.executable, "-c", "b = bytearray(300 << 20); b[::4096] = b'x' * (len(b) >> 12)"]
+    code, grown_mib = run_peak_rss(grows, cwd=REPO)
+    assert code == 0 and 300 < grown_mib < 500
+    code, _ = run_peak_rss([sys.executable, "-c", "import sys; sys.exit(3)"], cwd=REPO)
+    assert code == 3
+    del ballast
