@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from components.common import storage
 from components.common.config import ConfigError, add_arguments
@@ -27,6 +29,17 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     StorageError,
     FileNotFoundError,
 )
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with `code` once the logs are flushed, skipping the interpreter's teardown.
+
+    TensorFlow's teardown can take longer than a SIGTERM save itself, or crash after every
+    output was written (docs/RELIABILITY.md, "SIGTERM to exit").
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def parser_for(

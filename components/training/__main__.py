@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from components.common.backbones import DEFAULT_BACKBONE
-from components.common.cli import add_step_arguments, run_main, write_summary
+from components.common.cli import (
+    add_step_arguments,
+    exit_without_teardown,
+    run_main,
+    write_summary,
+)
 from components.common.config import ConfigError, from_args
 from components.common.logging import get_logger
 from components.common.result import Role
@@ -72,9 +76,7 @@ def main(argv: list[str] | None = None, *, exit_when_preempted: bool = False) ->
     get_logger(name).warning("interrupted", reason=interrupted[0])
     print(f"interrupted: {interrupted[0]}", file=sys.stderr)
     if exit_when_preempted:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_PREEMPTED)
+        exit_without_teardown(EXIT_PREEMPTED)
     return EXIT_PREEMPTED
 
 

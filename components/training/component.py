@@ -58,10 +58,9 @@ def train(
         exit status.
         """
         if getattr(sys, "last_value", None) is None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+            exit_without_teardown(0)
 
+    from components.common.cli import exit_without_teardown
     from components.common.logging import configure
 
     configure()
@@ -112,12 +111,9 @@ def train(
             if main_spec is not None and main_spec.name == "kfp.dsl.executor_main":
                 atexit.register(_exit_before_teardown)  # only as KFP's task process
     if preempted:
-        # 143 (128 + SIGTERM) fails the task, so the retry policy resumes it. os._exit skips
-        # TensorFlow's interpreter teardown, which can take longer than the save itself
-        # (docs/RELIABILITY.md, "SIGTERM to exit"); the logs are flushed first.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_PREEMPTED)
+        # 143 (128 + SIGTERM) fails the task, so the retry policy resumes it, without
+        # TensorFlow's interpreter teardown, which can take longer than the save itself.
+        exit_without_teardown(EXIT_PREEMPTED)
 
 
 def make(image: str = DEFAULT_CPU_IMAGE, name: str = "train") -> dsl.base_component.BaseComponent:
