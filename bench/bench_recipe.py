@@ -92,6 +92,9 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
               "test": [], "val_tta": [], "test_tta": [], "seconds": []}  # fmt: skip
 
     class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.averaged = mirror_averaged(self.model)  # as the training step evaluates
+
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
 
@@ -100,10 +103,9 @@ def trial(arrays: dict, name: str, size: int, lr: float, epochs: int, eps: float
             record["val"].append(round(float(logs["val_accuracy"]), 4))
             test = self.model.evaluate(*arrays["test"], batch_size=512, verbose=0)[1]
             record["test"].append(round(float(test), 4))
-            averaged = mirror_averaged(self.model)  # as the training step evaluates
             for key, split in (("val_tta", "validation"), ("test_tta", "test")):
                 images, labels = arrays[split]
-                probs = averaged.predict(images, batch_size=512, verbose=0)
+                probs = self.averaged.predict(images, batch_size=512, verbose=0)
                 record[key].append(round(float(np.mean(np.argmax(probs, -1) == labels)), 4))
             keys = ("seconds", "val", "test", "val_tta", "test_tta")
             print(name, epoch + 1, *(record[k][-1] for k in keys))
